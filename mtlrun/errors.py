@@ -1,0 +1,13 @@
+"""Errors a user can cause. The CLI prints them as one line, never as a traceback."""
+
+
+class MtlrunError(Exception):
+    """A mistake in the configuration, the data or the command line; the message says what to do."""
+
+
+class ConfigError(MtlrunError):
+    """A config value that composes but makes no sense (negative steps, temperature <= 0, ...)."""
+
+
+class DataError(MtlrunError):
+    """Missing or malformed data files."""

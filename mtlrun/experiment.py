@@ -1,0 +1,88 @@
+"""One run, start to end: tasks -> model -> scheduler -> optimizer -> trainer -> result files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mtlrun.atomic import write_text_atomic
+from mtlrun.config import validate
+from mtlrun.errors import ConfigError
+from mtlrun.models import build_model
+from mtlrun.report.results import print_results, write_results
+from mtlrun.schedulers import TaskInfo, build_scheduler, scheduler_class
+from mtlrun.tasks import Task, load_tasks
+from mtlrun.tasks.encode import encode_tasks
+from mtlrun.training.trainer import Trainer
+
+log = logging.getLogger("mtlrun")
+
+
+def select_tasks(tasks: list[Task], names: list[str] | None) -> list[Task]:
+    if names is None:
+        return tasks
+    by_name = {t.name: t for t in tasks}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(
+            f"scheduler.task={unknown[0]} is not a task of this suite; "
+            f"choose one of: {', '.join(by_name)}"
+        )
+    return [by_name[n] for n in names]
+
+
+def device_for(hw) -> torch.device:
+    device = torch.device(hw.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"hardware.device={hw.device} but this torch has no usable CUDA device; "
+            "use hardware=cpu, or install a CUDA build of torch"
+        )
+    if hw.num_threads > 0:
+        torch.set_num_threads(hw.num_threads)
+    return device
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)  # fmt: skip
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    c = validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = device_for(c.hardware)
+
+    tasks = select_tasks(load_tasks(c.tasks, c.seed), scheduler_class(c.scheduler.name).task_subset(c.scheduler))
+    tokenizer, encoded = encode_tasks(tasks, c.model.vocab, c.model.max_length, c.cache_dir)
+    vocab = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
+    model = build_model(c.model, vocab, tasks, c.seed)
+    infos = [
+        TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
+                 n_train_batches=-(-len(t.splits["train"]) // c.trainer.batch_size),
+                 metric_name=t.task.metric.value, loss_kind=t.task.kind.value)
+        for t in encoded
+    ]  # fmt: skip
+    scheduler = build_scheduler(c.scheduler, infos, c.trainer.max_steps, c.seed)
+    optimizer = build_optimizer(c.optimizer, model)
+    log.info("%d tasks (%s), %d vocabulary words, %d parameters, scheduler %s",
+             len(tasks), ", ".join(t.name for t in tasks), len(vocab),
+             sum(p.numel() for p in model.parameters()), c.scheduler.name)  # fmt: skip
+
+    trainer = Trainer(c, encoded, model, scheduler, optimizer, run_dir, device)
+    results = trainer.fit(resume=resume)
+    results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
+    write_results(run_dir, results)
+    print_results(results, run_dir)
+    return results

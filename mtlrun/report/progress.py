@@ -1,0 +1,50 @@
+"""What the user sees while training: a rich progress bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+log = logging.getLogger("mtlrun")
+
+
+class ProgressDisplay:
+    def __init__(self, total: int, task_names: list[str], enabled: bool = True) -> None:
+        self.total = total
+        console = Console(stderr=True)
+        self.live = enabled and console.is_terminal
+        self._bar = None
+        if self.live:
+            self._bar = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("task [cyan]{task.fields[current]:<12}"),
+                TextColumn("dev {task.fields[dev]}"), TimeRemainingColumn(),
+                console=console, transient=False,
+            )  # fmt: skip
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def start(self, step: int) -> None:
+        if self._bar is not None:
+            self._id = self._bar.add_task("train", total=self.total, completed=step,
+                                          current="-", dev="-")  # fmt: skip
+
+    def advance(self, task_name: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._id, advance=1, current=task_name)
+
+    def evaluated(self, step: int, aggregate: float, scores: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.update(self._id, dev=f"{100 * aggregate:.2f}")
+            return
+        per_task = " ".join(f"{n}={100 * s:.1f}" for n, s in scores.items())
+        log.info("step %d/%d  dev aggregate %.2f  %s", step, self.total, 100 * aggregate, per_task)

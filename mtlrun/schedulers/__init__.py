@@ -1,0 +1,16 @@
+"""Schedulers: the interface in `base`, the registry in `registry`, one module per family."""
+
+from mtlrun.schedulers import static  # noqa: F401  (registers the static samplers)
+from mtlrun.schedulers.base import Category, Scheduler, SchedulerConfig, StepMode, TaskInfo
+from mtlrun.schedulers.registry import SCHEDULERS, build_scheduler, scheduler_class
+
+__all__ = [
+    "SCHEDULERS",
+    "Category",
+    "Scheduler",
+    "SchedulerConfig",
+    "StepMode",
+    "TaskInfo",
+    "build_scheduler",
+    "scheduler_class",
+]

@@ -1,0 +1,20 @@
+"""Tasks: typed specs (`spec`), one reader per canonical format, and the synthetic suite."""
+
+from __future__ import annotations
+
+from mtlrun.errors import ConfigError
+from mtlrun.tasks.multidomain import load_multidomain16
+from mtlrun.tasks.spec import Kind, Metric, Split, Task
+from mtlrun.tasks.synthetic import load_synthetic
+
+__all__ = ["Kind", "Metric", "Split", "Task", "load_tasks"]
+
+
+def load_tasks(cfg, seed: int) -> list[Task]:
+    """The task suite named by `cfg.tasks.name` (a `tasks=` config group option)."""
+    name = cfg.name
+    if name == "synthetic":
+        return load_synthetic(cfg, seed)
+    if name == "multidomain16":
+        return load_multidomain16(cfg)
+    raise ConfigError(f"unknown task suite {name!r}")

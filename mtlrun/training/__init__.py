@@ -1,0 +1,1 @@
+"""Training: the loop, batching, evaluation, checkpoints and run logs."""

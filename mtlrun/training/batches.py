@@ -1,0 +1,101 @@
+"""Minibatches: length-bucketed, shuffled training streams that resume exactly, and collation."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtlrun.models import Batch
+from mtlrun.tasks.encode import IGNORE, EncodedSplit
+
+
+def bucketed_epoch(
+    lengths: np.ndarray, batch_size: int, bucket_batches: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """One epoch of batches: shuffle, sort pools of `bucket_batches` batches by length (so each
+    batch holds similar lengths and little padding), cut into batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class BatchStream:
+    """Endless training batches of one task. Its state is the RNG state at the start of the
+    current epoch plus a cursor, so a resumed stream regenerates the epoch and continues."""
+
+    def __init__(
+        self, lengths: np.ndarray, batch_size: int, bucket_batches: int, rng: np.random.Generator
+    ) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.bucket_batches = bucket_batches
+        self.rng = rng
+        self.epoch = -1
+        self._epoch_start_state: dict | None = None
+        self._batches: list[np.ndarray] = []
+        self._cursor = 0
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def next(self) -> np.ndarray:
+        if self._cursor == len(self._batches):
+            self._start_epoch()
+        self._cursor += 1
+        return self._batches[self._cursor - 1]
+
+    def _start_epoch(self) -> None:
+        self._epoch_start_state = copy.deepcopy(self.rng.bit_generator.state)
+        self._batches = bucketed_epoch(self.lengths, self.batch_size, self.bucket_batches, self.rng)
+        self.epoch += 1
+        self._cursor = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "cursor": self._cursor,
+            "rng": self._epoch_start_state or copy.deepcopy(self.rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        if state["epoch"] >= 0:
+            self._start_epoch()
+            self.epoch = state["epoch"]
+            self._cursor = state["cursor"]
+
+
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches: every example once, longest first (less padding, stable memory)."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(split: EncodedSplit, index: np.ndarray, tagging: bool, device: torch.device) -> Batch:
+    """Pad the examples `index` of `split` into a Batch (vectorised gather, no Python loop)."""
+    starts = split.offsets[index]
+    lengths = split.offsets[index + 1] - starts
+    width = int(lengths.max())
+    columns = np.arange(width)
+    mask = columns[None, :] < lengths[:, None]
+    positions = np.where(mask, starts[:, None] + columns[None, :], 0)
+    ids = np.where(mask, split.ids[positions], 0).astype(np.int64)
+    if tagging:
+        labels = np.where(mask, split.labels[positions], IGNORE)
+    else:
+        labels = split.labels[index]
+    return Batch(
+        ids=torch.from_numpy(ids).to(device),
+        lengths=torch.from_numpy(lengths),
+        labels=torch.from_numpy(labels).to(device),
+    )

@@ -1,0 +1,43 @@
+"""The run's logs: `metrics.jsonl` (one line per evaluation and task) and `schedule.csv` (the
+task chosen at each step). Schedule rows are buffered in memory and flushed at each evaluation,
+keeping file I/O off the training step; a resumed run first cuts both files back to its
+checkpoint so they end up identical to an uninterrupted run's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, task_names: list[str]) -> None:
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.schedule_path = run_dir / "schedule.csv"
+        self.task_names = task_names
+        self._pending: list[str] = []
+
+    def start(self, resume_step: int | None) -> None:
+        if resume_step is None:
+            self.schedule_path.write_text("step,task\n")
+            self.metrics_path.write_text("")
+            return
+        rows = self.schedule_path.read_text().splitlines()
+        kept = [rows[0]] + [r for r in rows[1:] if int(r.split(",", 1)[0]) < resume_step]
+        self.schedule_path.write_text("\n".join(kept) + "\n")
+        lines = self.metrics_path.read_text().splitlines()
+        kept = [ln for ln in lines if json.loads(ln)["step"] <= resume_step and
+                json.loads(ln)["split"] == "dev"]  # fmt: skip
+        self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+
+    def step(self, step: int, task: int) -> None:
+        self._pending.append(f"{step},{self.task_names[task]}\n")
+
+    def flush(self) -> None:
+        with open(self.schedule_path, "a") as f:
+            f.writelines(self._pending)
+        self._pending.clear()
+
+    def metrics(self, records: list[dict[str, Any]]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)

@@ -1,0 +1,176 @@
+"""The training loop (DESIGN.md, "the run"): each step the scheduler picks a task and one of its
+minibatches is trained; every `eval_every` steps every task is evaluated on dev, the best model
+by aggregate dev score (mean of the tasks' primary metrics) is kept, and a resumable checkpoint
+is written; at the end the best model is tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtlrun.models import MultiTaskModel
+from mtlrun.report.progress import ProgressDisplay
+from mtlrun.schedulers import Scheduler
+from mtlrun.tasks.encode import EncodedTask
+from mtlrun.tasks.spec import Kind
+from mtlrun.training import checkpoint
+from mtlrun.training.batches import BatchStream, collate
+from mtlrun.training.evaluate import evaluate
+from mtlrun.training.run_log import RunLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Counters that are part of a checkpoint besides the modules' own states."""
+
+    step: int = 0
+    best_score: float = -math.inf
+    best_step: int = 0
+    batches_seen: list[int] = field(default_factory=list)
+    examples_seen: list[int] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Any,  # the typed run config
+        tasks: list[EncodedTask],
+        model: MultiTaskModel,
+        scheduler: Scheduler,
+        optimizer: torch.optim.Optimizer,
+        run_dir: Path,
+        device: torch.device,
+    ) -> None:
+        self.cfg = cfg.trainer
+        self.grad_clip = cfg.optimizer.grad_clip
+        self.tasks = tasks
+        self.model = model.to(device)
+        self.scheduler = scheduler
+        self.optimizer = optimizer
+        self.run_dir = run_dir
+        self.device = device
+        self.names = [t.task.name for t in tasks]
+        self.tagging = [t.task.kind == Kind.TAGGING for t in tasks]
+        self.streams = [
+            BatchStream(t.splits["train"].lengths, self.cfg.batch_size, self.cfg.bucket_batches,
+                        np.random.default_rng([cfg.seed, 1009, k]))
+            for k, t in enumerate(tasks)
+        ]  # fmt: skip
+        self.state = Progress(batches_seen=[0] * len(tasks), examples_seen=[0] * len(tasks))
+        self.log = RunLog(run_dir, self.names)
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.display = ProgressDisplay(self.cfg.max_steps, self.names, enabled=self.cfg.progress)
+
+    # --- the loop -----------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        resumed = resume and (self.ckpt_dir / "last.pt").is_file()
+        if resumed:
+            self._restore(checkpoint.load(self.ckpt_dir / "last.pt"))
+            log.info("resuming %s at step %d", self.run_dir, self.state.step)
+        self.log.start(self.state.step if resumed else None)
+        self.model.train()
+        with self.display:
+            self.display.start(self.state.step)
+            for t in range(self.state.step, self.cfg.max_steps):
+                self._train_step(t)
+                if (t + 1) % self.cfg.eval_every == 0 or t + 1 == self.cfg.max_steps:
+                    self._evaluate(t + 1)
+        return self._final_test()
+
+    def _train_step(self, t: int) -> None:
+        k = self.scheduler.next_task(t)
+        index = self.streams[k].next()
+        batch = collate(self.tasks[k].splits["train"], index, self.tagging[k], self.device)
+        out = self.model(k, batch)
+        weight = self.scheduler.loss_weights(t)[k]
+        loss = out.loss if weight == 1 else out.loss * float(weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        if self.scheduler.observes_train_loss:  # .item() syncs the device: only when asked
+            self.scheduler.observe_train(t, {k: out.loss.item()})
+        self.state.batches_seen[k] += 1
+        self.state.examples_seen[k] += len(index)
+        self.log.step(t, k)
+        self.display.advance(self.names[k])
+
+    def _evaluate(self, step: int) -> None:
+        self.state.step = step
+        evals = [self._eval(k, "dev") for k in range(len(self.tasks))]
+        scores = {k: e.score for k, e in enumerate(evals)}
+        self.scheduler.observe_eval(step, scores, {k: e.loss for k, e in enumerate(evals)})
+        probs = self.scheduler.task_distribution(step)
+        weights = self.scheduler.loss_weights(step)
+        lr_scales = self.scheduler.lr_scales(step)
+        self.log.flush()
+        self.log.metrics([
+            {"step": step, "task": self.names[k], "split": "dev",
+             "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
+             "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
+             "batches_seen": self.state.batches_seen[k]}
+            for k, e in enumerate(evals)
+        ])  # fmt: skip
+        aggregate = float(np.mean([e.score for e in evals]))
+        if aggregate > self.state.best_score:
+            self.state.best_score, self.state.best_step = aggregate, step
+            if self.cfg.checkpoints:
+                checkpoint.save(self.ckpt_dir / "best.pt", {"step": step, "model": self.model.state_dict()})
+        if self.cfg.checkpoints:
+            checkpoint.save(self.ckpt_dir / "last.pt", self._snapshot())
+        self.display.evaluated(step, aggregate, dict(zip(self.names, (e.score for e in evals), strict=True)))
+
+    def _eval(self, k: int, split: str):
+        return evaluate(self.model, k, self.tasks[k], split, self.cfg.eval_batch_size, self.device)
+
+    def _final_test(self) -> dict[str, Any]:
+        if self.cfg.checkpoints:
+            self.model.load_state_dict(checkpoint.load(self.ckpt_dir / "best.pt")["model"])
+        else:
+            log.warning("trainer.checkpoints=false: testing the last model, not the best")
+        per_task, records = {}, []
+        for k, name in enumerate(self.names):
+            dev, test = self._eval(k, "dev"), self._eval(k, "test")
+            metric = self.tasks[k].task.metric.value
+            per_task[name] = {"metric": metric, "dev": dev.score, "test": test.score,
+                              "batches_seen": self.state.batches_seen[k],
+                              "examples_seen": self.state.examples_seen[k]}  # fmt: skip
+            records.append({"step": self.state.best_step, "task": name, "split": "test",
+                            "metric": metric, "score": test.score, "loss": test.loss})  # fmt: skip
+        self.log.metrics(records)
+        return {
+            "tasks": per_task,
+            "aggregate": {s: float(np.mean([r[s] for r in per_task.values()])) for s in ("dev", "test")},
+            "best_step": self.state.best_step,
+            "steps": self.cfg.max_steps,
+        }
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "progress": asdict(self.state),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "streams": [s.state_dict() for s in self.streams],
+            "rng": checkpoint.rng_states(),
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.state = Progress(**snap["progress"])
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.scheduler.load_state_dict(snap["scheduler"])
+        for stream, s in zip(self.streams, snap["streams"], strict=True):
+            stream.load_state_dict(s)
+        checkpoint.set_rng_states(snap["rng"])
