@@ -138,8 +138,8 @@ class HardwareConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 1500
-    eval_every: int = 250
+    max_steps: int = 3000
+    eval_every: int = 500
     batch_size: int = 16  # SEED-000 §4.4: minibatches of 16 examples of one task
     eval_batch_size: int = 128
     bucket_batches: int = 50  # length bucketing: sort pools of this many batches by length

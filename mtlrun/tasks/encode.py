@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from mtlrun.tasks.spec import Kind, Split, Task
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
 CACHE_VERSION = 1
 IGNORE = -100  # label of padding positions (torch's cross-entropy ignore_index)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,9 +94,12 @@ def encode_tasks(
     """Encode every split of every task, from the cache when the same inputs were seen before."""
     directory = Path(cache_dir).expanduser() / "encoded" / cache_key(tasks, vocab_cfg, max_length)
     if (directory / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        encoded = [EncodedTask(t, _load_splits(directory, t.name)) for t in tasks]
-        return tokenizer, encoded
+        try:
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            return tokenizer, [EncodedTask(t, _load_splits(directory, t.name)) for t in tasks]
+        except Exception as e:  # a damaged entry: rebuild it
+            log.warning("cache entry %s unreadable (%s): rebuilding it", directory, e)
+            shutil.rmtree(directory, ignore_errors=True)
     tokenizer = build_vocab(tasks, vocab_cfg.min_freq, vocab_cfg.max_size)
     encoded = [
         EncodedTask(t, {s: encode_split(tokenizer, t.split(s), t.kind, max_length)
