@@ -1,0 +1,149 @@
+"""End to end through the installed `mtlrun` command, as a user runs it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, mtlrun
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_writes_every_output(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    proc = mtlrun([*TINY, cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["tasks"]) == {"sent0", "sent1", "entities"}
+    for r in results["tasks"].values():
+        assert 0 <= r["dev"] <= 1 and 0 <= r["test"] <= 1
+    assert results["aggregate"]["test"] == pytest.approx(
+        sum(r["test"] for r in results["tasks"].values()) / 3
+    )
+    assert results["steps"] == 60 and results["best_step"] in (20, 40, 60)
+    # the composed config, metrics (3 evaluations x 3 tasks + 3 test lines), the schedule
+    assert "scheduler" in (run / "config.yaml").read_text()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["split"] for ln in lines].count("dev") == 9 and len(lines) == 12
+    assert {"step", "task", "score", "loss", "p", "w", "lr_scale"} <= set(lines[0])
+    schedule = (run / "schedule.csv").read_text().splitlines()
+    assert schedule[0] == "step,task" and len(schedule) == 61
+    assert sum(r["batches_seen"] for r in results["tasks"].values()) == 60
+    assert (run / "results.md").read_text().count("|") > 10
+    assert (run / "results.csv").read_text().splitlines()[-1].startswith("average,")
+    assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert "average" in proc.stdout  # the final table
+    assert not list(run.rglob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path, cache_dir):
+    outs = []
+    for name in ("a", "b"):
+        mtlrun([*TINY, cache_dir, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path)
+        outs.append((tmp_path / name / "results.json").read_text())
+    assert outs[0] == outs[1]
+    mtlrun([*TINY, cache_dir, "seed=1", f"hydra.run.dir={tmp_path / 'c'}"], cwd=tmp_path)
+    assert (tmp_path / "c" / "results.json").read_text() != outs[0]
+
+
+def test_multirun_sweep_2x2(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    mtlrun(["-m", "scheduler=uniform,proportional", "seed=1,2", *TINY, cache_dir,
+            f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
+    results = sorted(sweep.glob("*/results.json"))
+    assert len(results) == 4
+    runs = {(r["scheduler"], r["seed"]) for r in (json.loads(p.read_text()) for p in results)}
+    assert runs == {("uniform", 1), ("uniform", 2), ("proportional", 1), ("proportional", 2)}
+    schedules = {p.parent.name: p.read_text() for p in sweep.glob("*/schedule.csv")}
+    assert len(set(schedules.values())) == 4  # each job really ran its own schedule
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path, cache_dir):
+    args = [*TINY, cache_dir, "trainer.max_steps=600", "trainer.eval_every=100",
+            "tasks.train_sizes=[600,120]"]  # fmt: skip
+    full = tmp_path / "full"
+    mtlrun([*args, f"hydra.run.dir={full}"], cwd=tmp_path)
+
+    killed = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("mtlrun")
+    proc = subprocess.Popen([str(exe), *args, f"hydra.run.dir={killed}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (killed / "results.json").exists(), "the run was not cut short"
+
+    mtlrun([f"trainer.resume={killed}", cache_dir, f"hydra.run.dir={tmp_path / 'resume-log'}"],
+           cwd=tmp_path)  # fmt: skip
+    assert (killed / "results.json").read_text() == (full / "results.json").read_text()
+    assert (killed / "schedule.csv").read_text() == (full / "schedule.csv").read_text()
+    assert (killed / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    mtlrun([*TINY, cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path)
+    proc = mtlrun([f"trainer.resume={run}", "seed=5", f"hydra.run.dir={tmp_path / 'r'}"],
+                  cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "drop seed=5" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["trainer.max_steps=-5"], "trainer.max_steps must be > 0"),
+        (["trainer.batch_size=0"], "trainer.batch_size must be > 0"),
+        (["scheduler=temperature", "scheduler.T=0"], "scheduler.T must be > 0"),
+        (["tasks=multidomain16", "data_dir=/no/such/dir"], "/no/such/dir/fdu_mtl_16domain does not exist"),
+        (["scheduler=single", "scheduler.task=nope"], "scheduler.task=nope is not a task"),
+        (["trainer.resume=/no/such/run"], "not an mtlrun run directory"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path, cache_dir, args, message):
+    proc = mtlrun([*args, cache_dir, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # exactly one line
+    assert proc.stderr.startswith("mtlrun: error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_malformed_data_line_is_reported_with_file_and_line(tmp_path, cache_dir):
+    data = tmp_path / "data" / "fdu_mtl_16domain"
+    data.mkdir(parents=True)
+    (data / "books.task.train").write_text("1\tgood\n0\tbad\nbroken line\n" + "1\tok\n" * 5)
+    (data / "books.task.test").write_text("1\tfine\n")
+    proc = mtlrun(["tasks=multidomain16", "tasks.domains=[books]", "tasks.dev_size=2",
+                   f"data_dir={tmp_path / 'data'}", cache_dir, f"hydra.run.dir={tmp_path / 'r'}"],
+                  cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "books.task.train:3: expected 'label<TAB>text'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override", ["trainer.max_step=5", "scheduler=nope"])
+def test_unknown_config_options_fail_readably(tmp_path, override):
+    proc = mtlrun([override, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert ("max_step" in proc.stderr) or ("Could not find 'scheduler/nope'" in proc.stderr)
+
+
+def test_works_from_any_directory_and_single_task_baseline(tmp_path, cache_dir):
+    run = tmp_path / "single"
+    elsewhere = tmp_path / "some" / "where"
+    elsewhere.mkdir(parents=True)
+    mtlrun([*TINY, cache_dir, "scheduler=single", "scheduler.task=sent1", f"hydra.run.dir={run}"],
+           cwd=elsewhere)  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["tasks"]) == ["sent1"]
+    assert set((run / "schedule.csv").read_text().splitlines()[1:]) == {
+        f"{i},sent1" for i in range(60)
+    }
