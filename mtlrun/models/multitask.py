@@ -1,4 +1,6 @@
-"""Hard parameter sharing: one shared encoder, one head per task. Heads know nothing of schedulers."""
+"""Hard parameter sharing: one shared encoder, one head per task.
+
+Heads know nothing of schedulers."""
 
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ class MultiTaskModel(nn.Module):
         states, pooled = self.encoder(batch.ids, batch.lengths)
         if self.kinds[task] == Kind.TAGGING:
             logits = self.heads[task](states)
-            loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE
+            )
         else:
             logits = self.heads[task](pooled)
             loss = F.cross_entropy(logits, batch.labels)

@@ -1,4 +1,4 @@
-"""What the user sees while training: a rich progress bar on a terminal, plain log lines otherwise."""
+"""What the user sees while training: a rich progress bar on a terminal, else plain log lines."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class TaskInfo:
 
 @dataclass
 class SchedulerConfig:
-    """Base schema of `conf/scheduler/*.yaml`; each scheduler extends it with its hyperparameters."""
+    """Base schema of `conf/scheduler/*.yaml`; each scheduler adds its hyperparameters."""
 
     name: str = MISSING
 
@@ -64,7 +64,7 @@ def scheduler_rng(seed: int, scheduler_name: str) -> np.random.Generator:
 
 
 def to_probabilities(weights: np.ndarray) -> np.ndarray:
-    """§1.4.2: clip negatives to 0 and normalise; fall back to uniform on non-finite or zero mass."""
+    """§1.4.2: clip negatives to 0 and normalise; uniform on non-finite weights or zero mass."""
     w = np.asarray(weights, dtype=np.float64)
     if not np.all(np.isfinite(w)):
         log.warning("non-finite task weights %s: falling back to uniform sampling", w)
@@ -78,7 +78,7 @@ def to_probabilities(weights: np.ndarray) -> np.ndarray:
 
 
 class Scheduler:
-    """Neutral defaults for every lever. Subclasses set `name`, `Config`, `category`, `step_modes`."""
+    """Neutral defaults for every lever; subclasses set name, Config, category, step_modes."""
 
     name: ClassVar[str]
     Config: ClassVar[type[SchedulerConfig]] = SchedulerConfig

@@ -1,4 +1,4 @@
-"""Scheduler registry: `@register` a class under its spec id; `build_scheduler` makes one from config."""
+"""Scheduler registry: `@register` a class under its spec id; `build_scheduler` makes one."""
 
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ class Union(Scheduler):
 
 @register
 class Constant(StaticSampler):
-    """§2.6 explicit constant schedule (Jean et al. "Explicit – Constant"): a given p, normalised."""
+    """§2.6 explicit constant schedule (Jean et al. "Explicit – Constant"): given p, normalised."""
 
     name = "constant"
 
@@ -189,7 +189,9 @@ class Constant(StaticSampler):
             raise ConfigError(f"scheduler.p must be finite, >= 0 and not all 0 (got {list(p)})")
         for task, pk in zip(self.tasks, p, strict=True):
             if pk == 0:
-                log.warning("scheduler.p gives task %s probability 0: it is never trained", task.name)
+                log.warning(
+                    "scheduler.p gives task %s probability 0: it is never trained", task.name
+                )
         return p / p.sum()
 
 

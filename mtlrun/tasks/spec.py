@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     CLASSIFICATION = "classification"  # one label per text
     TAGGING = "tagging"  # one label per token
 
 
-class Metric(str, Enum):
+class Metric(StrEnum):
     ACCURACY = "accuracy"
     SPAN_F1 = "f1"  # entity-level F1 over BIO spans (seqeval)
     TOKEN_ACCURACY = "token_accuracy"  # for tag sets without spans (POS)

@@ -34,7 +34,9 @@ class Lexicon:
         self.filler = [f"f{i}" for i in range(N_FILLER)]
         self.task_words = [[f"t{k}_{i}" for i in range(N_TASK_POLAR)] for k in range(n_tasks)]
         self.task_polarity = np.where(np.arange(N_TASK_POLAR) % 2 == 0, 1.0, -1.0)
-        self.flipped = [rng.choice(N_SHARED_POLAR, N_FLIPPED, replace=False) for _ in range(n_tasks)]
+        self.flipped = [
+            rng.choice(N_SHARED_POLAR, N_FLIPPED, replace=False) for _ in range(n_tasks)
+        ]
         self.entities = [f"e{i}" for i in range(N_ENTITY)]
 
 
@@ -101,13 +103,33 @@ def load_synthetic(cfg, seed: int) -> list[Task]:
     fingerprint = {"generator": source, "seed": seed, "cfg": repr(cfg)}
     tasks = []
     for k, (n, noise) in enumerate(zip(cfg.train_sizes, cfg.label_noise, strict=True)):
-        splits = [sentiment_split(lex, k, m, r, rng) for m, r in
-                  ((n, noise), (cfg.dev_size, noise), (cfg.test_size, 0.0))]  # clean test labels
-        tasks.append(Task(f"sent{k}", Kind.CLASSIFICATION, ["negative", "positive"],
-                          Metric.ACCURACY, *splits, fingerprint=fingerprint))
+        splits = [
+            sentiment_split(lex, k, m, r, rng)
+            for m, r in ((n, noise), (cfg.dev_size, noise), (cfg.test_size, 0.0))
+        ]  # clean test labels
+        tasks.append(
+            Task(
+                f"sent{k}",
+                Kind.CLASSIFICATION,
+                ["negative", "positive"],
+                Metric.ACCURACY,
+                *splits,
+                fingerprint=fingerprint,
+            )
+        )
     if cfg.tagging_train_size > 0:
-        splits = [tagging_split(lex, m, rng) for m in
-                  (cfg.tagging_train_size, cfg.dev_size, cfg.test_size)]
-        tasks.append(Task("entities", Kind.TAGGING, TAG_NAMES, Metric.SPAN_F1, *splits,
-                          fingerprint=fingerprint))
+        splits = [
+            tagging_split(lex, m, rng)
+            for m in (cfg.tagging_train_size, cfg.dev_size, cfg.test_size)
+        ]
+        tasks.append(
+            Task(
+                "entities",
+                Kind.TAGGING,
+                TAG_NAMES,
+                Metric.SPAN_F1,
+                *splits,
+                fingerprint=fingerprint,
+            )
+        )
     return tasks

@@ -18,7 +18,9 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise MtlrunError(f"no checkpoint {path}: was the run started with trainer.checkpoints=true?")
+        raise MtlrunError(
+            f"no checkpoint {path}: was the run started with trainer.checkpoints=true?"
+        )
     # weights_only=False: the state holds numpy RNG states; these are our own files
     return torch.load(path, map_location="cpu", weights_only=False)
 

@@ -8,9 +8,7 @@ from seqeval.metrics import f1_score
 from mtlrun.tasks.spec import Metric
 
 
-def compute_metric(
-    metric: Metric, gold: list, pred: list, label_names: list[str]
-) -> float:
+def compute_metric(metric: Metric, gold: list, pred: list, label_names: list[str]) -> float:
     """Score predictions against gold labels; both are lists of ints or of int lists (tagging)."""
     if metric == Metric.ACCURACY:
         return float(np.mean(np.asarray(gold) == np.asarray(pred)))

@@ -125,10 +125,14 @@ class Trainer:
         if aggregate > self.state.best_score:
             self.state.best_score, self.state.best_step = aggregate, step
             if self.cfg.checkpoints:
-                checkpoint.save(self.ckpt_dir / "best.pt", {"step": step, "model": self.model.state_dict()})
+                checkpoint.save(
+                    self.ckpt_dir / "best.pt", {"step": step, "model": self.model.state_dict()}
+                )
         if self.cfg.checkpoints:
             checkpoint.save(self.ckpt_dir / "last.pt", self._snapshot())
-        self.display.evaluated(step, aggregate, dict(zip(self.names, (e.score for e in evals), strict=True)))
+        self.display.evaluated(
+            step, aggregate, dict(zip(self.names, (e.score for e in evals), strict=True))
+        )
 
     def _eval(self, k: int, split: str):
         return evaluate(self.model, k, self.tasks[k], split, self.cfg.eval_batch_size, self.device)
@@ -150,7 +154,9 @@ class Trainer:
         self.log.metrics(records)
         return {
             "tasks": per_task,
-            "aggregate": {s: float(np.mean([r[s] for r in per_task.values()])) for s in ("dev", "test")},
+            "aggregate": {
+                s: float(np.mean([r[s] for r in per_task.values()])) for s in ("dev", "test")
+            },
             "best_step": self.state.best_step,
             "steps": self.cfg.max_steps,
         }
