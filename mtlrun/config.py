@@ -129,11 +129,26 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.0  # sgd only
     grad_clip: float | None = 5.0  # max global gradient norm; null = off
+    schedule: str = "constant"  # or rsqrt: inverse square root after warmup_steps
+    warmup_steps: int = 0
+    # lever 4 (SCHEDULERS.md §5.3); null = by scheduler category (LR scalers: per_task + lr)
+    layout: str | None = None  # shared | per_task (one optimizer per task)
+    scale_mode: str | None = None  # lr | grad: how per-task scales apply
+    force: bool = False  # allow per_task + grad, which Adam makes a no-op
 
     def __post_init__(self) -> None:
         if self.name not in ("adam", "adamw", "sgd"):
             raise ConfigError(f"optimizer.name must be adam, adamw or sgd (got {self.name!r})")
         _positive("optimizer.lr", self.lr)
+        for key, value, allowed in (
+            ("schedule", self.schedule, ("constant", "rsqrt")),
+            ("layout", self.layout, (None, "shared", "per_task")),
+            ("scale_mode", self.scale_mode, (None, "lr", "grad")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"optimizer.{key} must be one of {allowed} (got {value!r})")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optimizer.warmup_steps must be >= 0 (got {self.warmup_steps})")
         if self.grad_clip is not None:
             _positive("optimizer.grad_clip", self.grad_clip)
 
@@ -157,6 +172,7 @@ class TrainerConfig:
     eval_batch_size: int = 128
     bucket_batches: int = 50  # length bucketing: sort pools of this many batches by length
     resume: str | None = None  # a run directory to continue
+    step_mode: str | None = None  # single | mixed | all; null = the scheduler's own default
     progress: bool = True  # rich progress bar when attached to a terminal
     checkpoints: bool = True
 
@@ -166,6 +182,10 @@ class TrainerConfig:
         _positive("trainer.batch_size", self.batch_size)
         _positive("trainer.eval_batch_size", self.eval_batch_size)
         _positive("trainer.bucket_batches", self.bucket_batches)
+        if self.step_mode not in (None, "single", "mixed", "all"):
+            raise ConfigError(
+                f"trainer.step_mode must be single, mixed or all ({self.step_mode!r})"
+            )
 
 
 @dataclass

@@ -14,9 +14,10 @@ from mtlrun.config import validate
 from mtlrun.errors import ConfigError
 from mtlrun.models import build_model
 from mtlrun.report.results import print_results, write_results
-from mtlrun.schedulers import TaskInfo, build_scheduler, scheduler_class
+from mtlrun.schedulers import TaskInfo, build_scheduler, resolve_step_mode, scheduler_class
 from mtlrun.tasks import Task, load_tasks
 from mtlrun.tasks.encode import encode_tasks
+from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.trainer import Trainer
 
 log = logging.getLogger("mtlrun")
@@ -47,15 +48,6 @@ def device_for(hw) -> torch.device:
     return device
 
 
-def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)  # fmt: skip
-    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def build_trainer(c: Any, run_dir: Path) -> Trainer:
     """Everything a run needs, in order: tasks -> model -> scheduler -> optimizer -> trainer."""
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -74,12 +66,22 @@ def build_trainer(c: Any, run_dir: Path) -> Trainer:
         for t in encoded
     ]  # fmt: skip
     scheduler = build_scheduler(c.scheduler, infos, c.trainer.max_steps, c.seed)
-    optimizer = build_optimizer(c.optimizer, model)
-    log.info("%d tasks (%s), %d vocabulary words, %d parameters, scheduler %s",
-             len(tasks), ", ".join(t.name for t in tasks), len(vocab),
-             sum(p.numel() for p in model.parameters()), c.scheduler.name)  # fmt: skip
+    step_mode = resolve_step_mode(type(scheduler), c.trainer.step_mode)
+    layout, scale_mode = resolve_layout(c.optimizer, scheduler.category, step_mode)
+    optimizers = TaskOptimizers(
+        c.optimizer,
+        shared=list(model.encoder.parameters()),
+        heads=[list(h.parameters()) for h in model.heads],
+        extra=scheduler.extra_parameters(),
+        layout=layout,
+        scale_mode=scale_mode,
+    )
+    log.info("%d tasks (%s), %d vocabulary words, %d parameters, scheduler %s (%s step mode, "
+             "%s optimizer layout)", len(tasks), ", ".join(t.name for t in tasks), len(vocab),
+             sum(p.numel() for p in model.parameters()), c.scheduler.name, step_mode.value,
+             layout)  # fmt: skip
 
-    return Trainer(c, encoded, model, scheduler, optimizer, run_dir, device)
+    return Trainer(c, encoded, model, scheduler, step_mode, optimizers, run_dir, device)
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def main() -> None:
         trainer.model.train()
         # the bare loop's copy: same weights, its own optimizer of the same kind and settings
         model = copy.deepcopy(trainer.model)
-        optimizer = type(trainer.optimizer)(model.parameters(), **trainer.optimizer.defaults)
+        reference = trainer.optimizers.optimizers[0]
+        optimizer = type(reference)(model.parameters(), **reference.defaults)
         probe = copy.deepcopy(trainer.scheduler), copy.deepcopy(trainer.streams)
         batches = []
         for t in range(args.steps):

@@ -27,6 +27,11 @@ class LSTMEncoder(nn.Module):
             else:
                 nn.init.zeros_(p)
 
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The top LSTM layer (both directions): GradNorm's "last shared layer" W."""
+        top = f"_l{self.lstm.num_layers - 1}"
+        return [p for n, p in self.lstm.named_parameters() if n.endswith((top, f"{top}_reverse"))]
+
     def forward(
         self, ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,8 +23,14 @@ class Batch:
 
 @dataclass
 class Output:
-    loss: torch.Tensor  # mean over examples (classification) or non-pad tokens (tagging)
+    example_losses: torch.Tensor  # [N] cross-entropy per example, or per non-pad token (tagging)
+    example_labels: torch.Tensor  # [N] the gold labels of those examples / tokens
     logits: torch.Tensor
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """The task's minibatch loss L_k: the mean over examples (tokens for tagging)."""
+        return self.example_losses.mean()
 
 
 class MultiTaskModel(nn.Module):
@@ -38,10 +44,10 @@ class MultiTaskModel(nn.Module):
         states, pooled = self.encoder(batch.ids, batch.lengths)
         if self.kinds[task] == Kind.TAGGING:
             logits = self.heads[task](states)
-            loss = F.cross_entropy(
-                logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE
-            )
+            keep = batch.labels != IGNORE
+            scored, labels = logits[keep], batch.labels[keep]
         else:
             logits = self.heads[task](pooled)
-            loss = F.cross_entropy(logits, batch.labels)
-        return Output(loss, logits)
+            scored, labels = logits, batch.labels
+        losses = F.cross_entropy(scored, labels, reduction="none")
+        return Output(losses, labels, logits)

@@ -2,7 +2,12 @@
 
 from mtlrun.schedulers import static  # noqa: F401  (registers the static samplers)
 from mtlrun.schedulers.base import Category, Scheduler, SchedulerConfig, StepMode, TaskInfo
-from mtlrun.schedulers.registry import SCHEDULERS, build_scheduler, scheduler_class
+from mtlrun.schedulers.registry import (
+    SCHEDULERS,
+    build_scheduler,
+    resolve_step_mode,
+    scheduler_class,
+)
 
 __all__ = [
     "SCHEDULERS",
@@ -12,5 +17,6 @@ __all__ = [
     "StepMode",
     "TaskInfo",
     "build_scheduler",
+    "resolve_step_mode",
     "scheduler_class",
 ]

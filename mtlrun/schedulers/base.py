@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from omegaconf import MISSING
 
 log = logging.getLogger(__name__)
@@ -111,29 +112,72 @@ class Scheduler:
         # side="right" skips zero-probability tasks; min() guards cdf[-1] < 1 by rounding.
         return min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), self.K - 1)
 
-    # --- lever 2 and 4: loss weights and learning-rate scales ------------------------------
+    def mixed_counts(self, t: int, batch_size: int) -> np.ndarray:
+        """MIXED mode: how many of the batch's examples each task gets (each draws its task)."""
+        return self.rng.multinomial(batch_size, self.task_distribution(t))
+
+    # --- lever 2: loss weights ---------------------------------------------------------------
     def loss_weights(self, t: int) -> np.ndarray:
+        """w_k in force at step t (detached constants, §1.4.8). Default: ones."""
         return np.ones(self.K)
 
+    def example_losses(self, k: int, losses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-example (per-token for tagging) training losses of task k, from their
+        cross-entropies `losses` and gold `labels` (padding already removed). Focal loss and
+        DTP's example-level term replace this; the default keeps cross-entropy."""
+        return losses
+
+    def combine(self, t: int, task_losses: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The step's loss from the trained tasks' mean minibatch losses L_k (with graphs).
+        Default: Σ_k w_k·L_k with w = loss_weights(t). Loss exponentiation, Kendall override."""
+        w = self.loss_weights(t)
+        return sum(loss if w[k] == 1 else loss * float(w[k]) for k, loss in task_losses.items())
+
+    def extra_parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable scheduler parameters (Kendall's s_k), stepped by the model's optimizer with
+        no weight decay. They are saved with the scheduler's state."""
+        return []
+
+    # --- lever 3: gradients ------------------------------------------------------------------
+    def custom_backward(
+        self, t: int, task_losses: dict[int, torch.Tensor], shared: list[torch.nn.Parameter]
+    ) -> bool:
+        """Run the backward pass itself (GradNorm) and return True; False = trainer does
+        `combine(...).backward()`. `shared` are the parameters of the last shared layer."""
+        return False
+
+    # --- lever 4: learning-rate scales -------------------------------------------------------
     def lr_scales(self, t: int) -> np.ndarray:
+        """Per-task learning-rate (or gradient) scales; how they apply is optimizer.scale_mode."""
         return np.ones(self.K)
 
     # --- what the trainer tells the scheduler ----------------------------------------------
     def observe_train(self, t: int, task_losses: dict[int, float]) -> None:
-        """Called after every optimiser step with the mean minibatch loss of each trained task."""
+        """After every optimiser step (only if `observes_train_loss`): the mean minibatch loss
+        L_k(t) of each task trained at step t (its training loss, before any weighting)."""
 
     def observe_eval(self, step: int, scores: dict[int, float], losses: dict[int, float]) -> None:
-        """Called after every evaluation with each task's dev primary metric and mean loss."""
+        """After every evaluation: each task's dev primary metric s_k (a fraction, higher is
+        better) and mean dev loss V_k."""
+
+    def log_state(self) -> dict[str, Any]:
+        """Internal state worth logging at each evaluation (§9.3), JSON-serialisable."""
+        return {}
 
     # --- checkpointing (§9.4: the RNG state is part of the state) ---------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, **self.extra_state()}
+        params = [p.detach().clone() for p in self.extra_parameters()]
+        return {"rng": self.rng.bit_generator.state, "params": params, **self.extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.load_extra_state({k: v for k, v in state.items() if k != "rng"})
+        with torch.no_grad():
+            for p, saved in zip(self.extra_parameters(), state.get("params", []), strict=True):
+                p.copy_(saved)
+        self.load_extra_state({k: v for k, v in state.items() if k not in ("rng", "params")})
 
     def extra_state(self) -> dict[str, Any]:
+        """State beyond the RNG and extra_parameters (numpy arrays and lists are fine)."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:

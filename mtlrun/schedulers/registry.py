@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mtlrun.errors import ConfigError
-from mtlrun.schedulers.base import Scheduler, StepMode, TaskInfo, scheduler_rng
+from mtlrun.schedulers.base import Category, Scheduler, StepMode, TaskInfo, scheduler_rng
+
+log = logging.getLogger(__name__)
 
 SCHEDULERS: dict[str, type[Scheduler]] = {}
 
@@ -27,8 +30,25 @@ def scheduler_class(name: str) -> type[Scheduler]:
 
 def build_scheduler(cfg: Any, tasks: list[TaskInfo], total_steps: int, seed: int) -> Scheduler:
     cls = scheduler_class(cfg.name)
-    scheduler = cls(cfg, tasks, total_steps, scheduler_rng(seed, cls.name))
-    if StepMode.SINGLE not in cls.step_modes:
-        # Until the trainer grows MIXED and ALL modes, say so plainly instead of guessing.
-        raise ConfigError(f"scheduler {cls.name!r} needs step mode {cls.step_modes[0].value}")
-    return scheduler
+    return cls(cfg, tasks, total_steps, scheduler_rng(seed, cls.name))
+
+
+def resolve_step_mode(cls: type[Scheduler], requested: str | None) -> StepMode:
+    """The scheduler's own step mode, or the requested one if the scheduler supports it."""
+    if requested is None:
+        return cls.step_modes[0]
+    mode = StepMode(requested)
+    if mode not in cls.step_modes:
+        allowed = " or ".join(m.value for m in cls.step_modes)
+        raise ConfigError(
+            f"scheduler {cls.name!r} cannot run with trainer.step_mode={mode.value}: "
+            f"it needs {allowed} (SCHEDULERS.md §1.2)"
+        )
+    if mode == StepMode.SINGLE and cls.category == Category.LOSS_WEIGHTER:
+        log.warning(
+            "%s is a loss weighter run with one task per step (trainer.step_mode=single): the "
+            "drawn task's loss is multiplied by its weight; the published setting trains every "
+            "task every step (trainer.step_mode=all)",
+            cls.name,
+        )
+    return mode

@@ -43,6 +43,8 @@ class BatchStream:
         self._epoch_start_state: dict | None = None
         self._batches: list[np.ndarray] = []
         self._cursor = 0
+        self._flat: np.ndarray = np.zeros(0, dtype=np.int64)  # MIXED mode: examples in order
+        self._position = 0
 
     @property
     def n_batches(self) -> int:
@@ -54,16 +56,31 @@ class BatchStream:
         self._cursor += 1
         return self._batches[self._cursor - 1]
 
+    def take(self, n: int) -> np.ndarray:
+        """MIXED mode: the next `n` examples of the epoch order (crossing into the next epoch)."""
+        parts = []
+        while n > 0:
+            if self._position == len(self._flat):
+                self._start_epoch()
+            part = self._flat[self._position : self._position + n]
+            self._position += len(part)
+            n -= len(part)
+            parts.append(part)
+        return np.concatenate(parts) if parts else self._flat[:0]
+
     def _start_epoch(self) -> None:
         self._epoch_start_state = copy.deepcopy(self.rng.bit_generator.state)
         self._batches = bucketed_epoch(self.lengths, self.batch_size, self.bucket_batches, self.rng)
+        self._flat = np.concatenate(self._batches) if self._batches else self._flat[:0]
         self.epoch += 1
         self._cursor = 0
+        self._position = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "cursor": self._cursor,
+            "position": self._position,
             "rng": self._epoch_start_state or copy.deepcopy(self.rng.bit_generator.state),
         }
 
@@ -73,6 +90,7 @@ class BatchStream:
             self._start_epoch()
             self.epoch = state["epoch"]
             self._cursor = state["cursor"]
+            self._position = state["position"]
 
 
 def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -30,8 +30,14 @@ class RunLog:
                 json.loads(ln)["split"] == "dev"]  # fmt: skip
         self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
 
-    def step(self, step: int, task: int) -> None:
-        self._pending.append(f"{step},{self.task_names[task]}\n")
+    def step(self, step: int, trained: list[tuple[str, int]], mode) -> None:
+        """SINGLE: the task; ALL: "*"; MIXED: task:examples pairs joined by "|"."""
+        if len(trained) == 1 and mode.value == "single":
+            self._pending.append(f"{step},{trained[0][0]}\n")
+        elif mode.value == "all":
+            self._pending.append(f"{step},*\n")
+        else:
+            self._pending.append(f"{step},{'|'.join(f'{n}:{c}' for n, c in trained)}\n")
 
     def flush(self) -> None:
         with open(self.schedule_path, "a") as f:

@@ -17,12 +17,13 @@ import torch
 
 from mtlrun.models import MultiTaskModel
 from mtlrun.report.progress import ProgressDisplay
-from mtlrun.schedulers import Scheduler
+from mtlrun.schedulers import Scheduler, StepMode
 from mtlrun.tasks.encode import EncodedTask
 from mtlrun.tasks.spec import Kind
 from mtlrun.training import checkpoint
 from mtlrun.training.batches import BatchStream, collate
 from mtlrun.training.evaluate import evaluate
+from mtlrun.training.optimizers import TaskOptimizers
 from mtlrun.training.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class Trainer:
         tasks: list[EncodedTask],
         model: MultiTaskModel,
         scheduler: Scheduler,
-        optimizer: torch.optim.Optimizer,
+        step_mode: StepMode,
+        optimizers: TaskOptimizers,
         run_dir: Path,
         device: torch.device,
     ) -> None:
@@ -55,7 +57,9 @@ class Trainer:
         self.tasks = tasks
         self.model = model.to(device)
         self.scheduler = scheduler
-        self.optimizer = optimizer
+        self.step_mode = step_mode
+        self.optimizers = optimizers
+        self.shared_top = model.encoder.last_layer_parameters()  # GradNorm's W
         self.run_dir = run_dir
         self.device = device
         self.names = [t.task.name for t in tasks]
@@ -86,24 +90,48 @@ class Trainer:
                     self._evaluate(t + 1)
         return self._final_test()
 
+    def _draw(self, t: int) -> list[tuple[int, np.ndarray]]:
+        """The step's minibatches as (task, example indices), by step mode (§1.2)."""
+        if self.step_mode == StepMode.SINGLE:
+            k = self.scheduler.next_task(t)
+            return [(k, self.streams[k].next())]
+        if self.step_mode == StepMode.ALL:
+            return [(k, stream.next()) for k, stream in enumerate(self.streams)]
+        counts = self.scheduler.mixed_counts(t, self.cfg.batch_size)
+        return [(k, self.streams[k].take(int(c))) for k, c in enumerate(counts) if c > 0]
+
     def _train_step(self, t: int) -> None:
-        k = self.scheduler.next_task(t)
-        index = self.streams[k].next()
-        batch = collate(self.tasks[k].splits["train"], index, self.tagging[k], self.device)
-        out = self.model(k, batch)
-        weight = self.scheduler.loss_weights(t)[k]
-        loss = out.loss if weight == 1 else out.loss * float(weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        plan = self._draw(t)
+        losses: dict[int, torch.Tensor] = {}
+        for k, index in plan:
+            batch = collate(self.tasks[k].splits["train"], index, self.tagging[k], self.device)
+            out = self.model(k, batch)
+            losses[k] = self.scheduler.example_losses(
+                k, out.example_losses, out.example_labels
+            ).mean()
+            self.state.batches_seen[k] += 1
+            self.state.examples_seen[k] += len(index)
+        scaled = losses
+        if self.step_mode == StepMode.MIXED:  # the batch mean of all examples' losses
+            scaled = {
+                k: loss * (len(i) / self.cfg.batch_size)
+                for (k, i), loss in zip(plan, losses.values(), strict=True)
+            }
+        lr_scales = self.scheduler.lr_scales(t)
+        if self.optimizers.scale_mode == "grad":  # scale each task's gradient via its loss
+            scaled = {
+                k: v if lr_scales[k] == 1 else v * float(lr_scales[k]) for k, v in scaled.items()
+            }
+        self.optimizers.zero_grad()
+        if not self.scheduler.custom_backward(t, scaled, self.shared_top):
+            self.scheduler.combine(t, scaled).backward()
         if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+            torch.nn.utils.clip_grad_norm_(self.optimizers.parameters, self.grad_clip)
+        self.optimizers.step(t, list(losses), lr_scales)
         if self.scheduler.observes_train_loss:  # .item() syncs the device: only when asked
-            self.scheduler.observe_train(t, {k: out.loss.item()})
-        self.state.batches_seen[k] += 1
-        self.state.examples_seen[k] += len(index)
-        self.log.step(t, k)
-        self.display.advance(self.names[k])
+            self.scheduler.observe_train(t, {k: v.item() for k, v in losses.items()})
+        self.log.step(t, [(self.names[k], len(i)) for k, i in plan], self.step_mode)
+        self.display.advance(self.names[plan[0][0]] if len(plan) == 1 else self.step_mode.value)
 
     def _evaluate(self, step: int) -> None:
         self.state.step = step
@@ -113,12 +141,13 @@ class Trainer:
         probs = self.scheduler.task_distribution(step)
         weights = self.scheduler.loss_weights(step)
         lr_scales = self.scheduler.lr_scales(step)
+        state = self.scheduler.log_state()
         self.log.flush()
         self.log.metrics([
             {"step": step, "task": self.names[k], "split": "dev",
              "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
              "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
-             "batches_seen": self.state.batches_seen[k]}
+             "batches_seen": self.state.batches_seen[k], **({"scheduler": state} if state else {})}
             for k, e in enumerate(evals)
         ])  # fmt: skip
         aggregate = float(np.mean([e.score for e in evals]))
@@ -166,7 +195,7 @@ class Trainer:
         return {
             "progress": asdict(self.state),
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizers.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "streams": [s.state_dict() for s in self.streams],
             "rng": checkpoint.rng_states(),
@@ -175,7 +204,7 @@ class Trainer:
     def _restore(self, snap: dict[str, Any]) -> None:
         self.state = Progress(**snap["progress"])
         self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
+        self.optimizers.load_state_dict(snap["optimizer"])
         self.scheduler.load_state_dict(snap["scheduler"])
         for stream, s in zip(self.streams, snap["streams"], strict=True):
             stream.load_state_dict(s)

@@ -1,0 +1,114 @@
+"""Lever 4: the optimizer layout and how per-task scales apply (SCHEDULERS.md §5.3).
+
+`shared`: one optimizer over every parameter. `per_task`: K optimizers, optimizer k over the
+shared parameters plus task k's head; only the drawn task's optimizer steps, so its Adam moments
+and bias-correction count see only its own gradients (the layout of all SEED-001 experiments).
+A task's scale is applied either to its learning rate (`scale_mode=lr`) or to its gradient
+(`scale_mode=grad`, i.e. to its loss before backward). With Adam, a gradient scale under a
+per-task optimizer cancels out (m̂/√v̂ is scale-free), so that combination is refused unless
+forced; a learning-rate scale on a shared optimizer leaks into other tasks through momentum,
+so it is allowed with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from mtlrun.errors import ConfigError
+from mtlrun.schedulers import Category, StepMode
+
+log = logging.getLogger(__name__)
+
+
+def resolve_layout(cfg, category: Category, mode: StepMode) -> tuple[str, str]:
+    """(layout, scale_mode) from config, defaulting by scheduler category (§5.3 table)."""
+    lr_scaler = category == Category.LR_SCALER
+    layout = cfg.layout or ("per_task" if lr_scaler and mode == StepMode.SINGLE else "shared")
+    scale_mode = cfg.scale_mode or ("lr" if layout == "per_task" else "grad")
+    if layout == "per_task" and mode != StepMode.SINGLE:
+        raise ConfigError(
+            f"optimizer.layout=per_task needs one task per step, but step mode is {mode.value}; "
+            "use optimizer.layout=shared"
+        )
+    if layout == "per_task" and scale_mode == "grad" and cfg.name != "sgd" and not cfg.force:
+        raise ConfigError(
+            "optimizer.layout=per_task with optimizer.scale_mode=grad: Adam-type optimizers "
+            "divide out a constant gradient scale, so the scales would do nothing (SEED-001 "
+            "§3.1). Use scale_mode=lr, or set optimizer.force=true to run it anyway"
+        )
+    if layout == "shared" and scale_mode == "lr":
+        log.warning(
+            "learning-rate scales on a shared optimizer leak into other tasks through its "
+            "momentum (SEED-001 §3.1); per-task optimizers (optimizer.layout=per_task) avoid it"
+        )
+    return layout, scale_mode
+
+
+def base_lr(cfg, t: int) -> float:
+    """The learning rate at global step t: constant, or inverse square root after a linear
+    warm-up, normalised so the peak (at t + 1 = warmup_steps) is `optimizer.lr`."""
+    if cfg.schedule == "constant" or cfg.warmup_steps == 0:
+        return cfg.lr
+    w = cfg.warmup_steps
+    return cfg.lr * math.sqrt(w) * min((t + 1) ** -0.5, (t + 1) * w**-1.5)
+
+
+def make_optimizer(cfg, params: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr)
+
+
+class TaskOptimizers:
+    def __init__(
+        self,
+        cfg,
+        shared: list[torch.nn.Parameter],
+        heads: list[list[torch.nn.Parameter]],
+        extra: list[torch.nn.Parameter],
+        layout: str,
+        scale_mode: str,
+    ) -> None:
+        self.cfg = cfg
+        self.layout = layout
+        self.scale_mode = scale_mode
+
+        def groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+            params = [p for p in params if p.requires_grad]
+            out = [{"params": params, "weight_decay": cfg.weight_decay}]
+            return out + ([{"params": extra, "weight_decay": 0.0}] if extra else [])
+
+        if layout == "shared":
+            self.optimizers = [make_optimizer(cfg, groups(shared + sum(heads, [])))]
+        else:
+            self.optimizers = [make_optimizer(cfg, groups(shared + head)) for head in heads]
+        self.parameters = [p for o in self.optimizers for g in o.param_groups for p in g["params"]]
+
+    def zero_grad(self) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def step(self, t: int, tasks: list[int], lr_scales) -> None:
+        """Step the optimizer of the trained task(s) at learning rate base_lr(t) · scale."""
+        lr = base_lr(self.cfg, t)
+        if self.layout == "per_task":
+            (k,) = tasks
+            optimizer, scale = self.optimizers[k], lr_scales[k]
+        else:  # one shared step: a per-task lr scale only makes sense for a single task
+            optimizer = self.optimizers[0]
+            scale = lr_scales[tasks[0]] if self.scale_mode == "lr" and len(tasks) == 1 else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = lr * float(scale)
+        optimizer.step()
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [o.state_dict() for o in self.optimizers]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        for o, s in zip(self.optimizers, states, strict=True):
+            o.load_state_dict(s)
