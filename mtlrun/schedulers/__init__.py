@@ -1,6 +1,20 @@
 """Schedulers: the interface in `base`, the registry in `registry`, one module per family."""
 
-from mtlrun.schedulers import static  # noqa: F401  (registers the static samplers)
+# importing a family module registers its schedulers
+from mtlrun.schedulers import (  # noqa: F401
+    autosem,
+    dtp,
+    dwa,
+    fixed_weights,
+    gradnorm,
+    greedy,
+    jean,
+    kb_schedules,
+    kendall,
+    loss_shaping,
+    self_paced,
+    static,
+)
 from mtlrun.schedulers.base import Category, Scheduler, SchedulerConfig, StepMode, TaskInfo
 from mtlrun.schedulers.registry import (
     SCHEDULERS,
