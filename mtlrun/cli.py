@@ -12,8 +12,11 @@ from pathlib import Path
 import hydra
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mtlrun.atomic import write_text_atomic
 from mtlrun.config import register_configs
 from mtlrun.errors import MtlrunError
 from mtlrun.experiment import run_experiment
@@ -43,19 +46,38 @@ def resume_target(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return compose(config_name="config", overrides=original), run_dir
 
 
+class SweepJobFailed(CompactHydraException):
+    """A multirun job's failure: Hydra lets the other jobs finish, then prints this message."""
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         if cfg.trainer.resume:
             cfg, run_dir = resume_target(cfg)
             results = run_experiment(cfg, run_dir, resume=True)
         else:
-            run_dir = Path(HydraConfig.get().runtime.output_dir)
-            results = run_experiment(cfg, run_dir)
+            results = run_experiment(cfg, job_dir)
         return results["aggregate"]["dev"]  # a sweeper can optimise this
-    except MtlrunError as e:
-        print(f"mtlrun: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as e:
+        user_error = isinstance(e, MtlrunError)
+        message = str(e) if user_error else f"{type(e).__name__}: {e}"
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            if not user_error:
+                raise
+            print(f"mtlrun: error: {message}", file=sys.stderr)
+            sys.exit(2)
+        # In a sweep, record why this job failed (mtlrun-report lists it) and let the others run.
+        write_text_atomic(job_dir / "error.txt", message + "\n")
+        overrides = " ".join(hydra_cfg.overrides.task)
+        print(f"mtlrun: error in job {hydra_cfg.job.num} ({overrides}): {message}", file=sys.stderr)
+        if user_error:
+            raise SweepJobFailed(
+                f"mtlrun: error: job {hydra_cfg.job.num} failed: {message}"
+            ) from None
+        raise
 
 
 def main() -> None:

@@ -151,3 +151,40 @@ def test_works_from_any_directory_and_single_task_baseline(tmp_path, cache_dir):
     assert set((run / "schedule.csv").read_text().splitlines()[1:]) == {
         f"{i},sent1" for i in range(60)
     }
+
+
+def test_a_failing_sweep_job_does_not_lose_the_others(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    # scheduler=constant without scheduler.p fails when the run builds; the others must finish
+    proc = mtlrun(["-m", "scheduler=uniform,constant,proportional", *TINY, cache_dir,
+                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert (sweep / "0" / "results.json").is_file() and (sweep / "2" / "results.json").is_file()
+    assert not (sweep / "1" / "results.json").exists()
+    assert "give one probability per task" in (sweep / "1" / "error.txt").read_text()
+    assert "mtlrun: error: job 1 failed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["scheduler=uniform", "trainer.step_mode=all"], "cannot run with trainer.step_mode=all"),
+        (["scheduler=uniform", "trainer.step_mode=mixed", "optimizer.layout=per_task"],
+         "optimizer.layout=per_task needs one task per step"),
+        (["optimizer.layout=per_task", "optimizer.scale_mode=grad"], "optimizer.force=true"),
+    ],
+)  # fmt: skip
+def test_impossible_combinations_are_clear_errors(tmp_path, cache_dir, args, message):
+    proc = mtlrun([*TINY, *args, cache_dir, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path,
+                  check=False)  # fmt: skip
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mixed_step_mode_draws_a_task_per_example(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    mtlrun([*TINY, "trainer.step_mode=mixed", cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path)
+    rows = (run / "schedule.csv").read_text().splitlines()[1:]
+    for row in rows:
+        counts = [int(part.split(":")[1]) for part in row.split(",", 1)[1].split("|")]
+        assert sum(counts) == 16  # trainer.batch_size examples, split across tasks
+    assert any("|" in row for row in rows)  # some batches really mix tasks

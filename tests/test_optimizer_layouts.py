@@ -1,0 +1,95 @@
+"""Lever 4 (SCHEDULERS.md §5.3): optimizer layouts and the Adam interaction oracles."""
+
+import numpy as np
+import pytest
+import torch
+
+from mtlrun.config import OptimizerConfig
+from mtlrun.errors import ConfigError
+from mtlrun.schedulers import Category, StepMode
+from mtlrun.training.optimizers import TaskOptimizers, base_lr, resolve_layout
+
+ADAM = OptimizerConfig(name="adam", lr=1e-3, grad_clip=None)
+
+
+def updates(grads, layout="shared", scale_mode="grad", scales=(1.0, 1.0), tasks=None):
+    """Apply the gradient sequence to one scalar parameter; return each step's update."""
+    x = torch.nn.Parameter(torch.zeros(()))
+    heads = [[], []]
+    opt = TaskOptimizers(ADAM, [x], heads, [], layout, scale_mode)
+    tasks = tasks or [0] * len(grads)
+    out = []
+    for t, (g, k) in enumerate(zip(grads, tasks, strict=True)):
+        before = x.item()
+        opt.zero_grad()
+        x.grad = torch.tensor(float(g) * (scales[k] if scale_mode == "grad" else 1.0))
+        opt.step(t, [k], np.asarray(scales))
+        out.append(x.item() - before)
+    return out
+
+
+@pytest.mark.parametrize(
+    "c, expected",
+    [
+        (1, [-0.0010000000, -0.0009881258, -0.0009941400]),
+        (0.1, [-0.0009999998, -0.0009881256, -0.0009941399]),
+        (10, [-0.0010000000, -0.0009881258, -0.0009941401]),
+    ],
+)
+def test_adam_ignores_a_constant_gradient_scale(c, expected):
+    got = updates([0.5 * c, 0.4 * c, 0.6 * c], layout="per_task", scales=(1.0, 1.0))
+    np.testing.assert_allclose(got, expected, atol=2e-9)
+
+
+def test_learning_rate_scale_halves_the_updates():
+    got = updates([0.5, 0.4, 0.6], layout="per_task", scale_mode="lr", scales=(0.5, 1.0))
+    np.testing.assert_allclose(got, [-0.0005, -0.0004940629, -0.0004970700], atol=1e-9)
+
+
+def test_shared_adam_blurs_tasks():
+    # task A gradient +1, task B (scaled by 0.1) -0.1, alternating on one shared Adam
+    got = updates([1.0, -1.0, 1.0, -1.0], "shared", "grad", scales=(1.0, 0.1), tasks=[0, 1, 0, 1])
+    np.testing.assert_allclose(got, [-0.001000, -0.000593, -0.000775, -0.000593], atol=1e-6)
+
+
+def test_separate_adams_keep_tasks_apart():
+    got = updates([1.0, -1.0, 1.0, -1.0], "per_task", "lr", scales=(1.0, 1.0), tasks=[0, 1, 0, 1])
+    np.testing.assert_allclose(got, [-0.001, 0.001, -0.001, 0.001], atol=1e-9)
+
+
+def test_layout_defaults_follow_the_scheduler_category():
+    assert resolve_layout(ADAM, Category.LR_SCALER, StepMode.SINGLE) == ("per_task", "lr")
+    assert resolve_layout(ADAM, Category.LOSS_WEIGHTER, StepMode.ALL) == ("shared", "grad")
+    assert resolve_layout(ADAM, Category.SAMPLER, StepMode.SINGLE) == ("shared", "grad")
+
+
+def test_per_task_gradient_scaling_with_adam_needs_force():
+    cfg = OptimizerConfig(layout="per_task", scale_mode="grad")
+    with pytest.raises(ConfigError, match="force"):
+        resolve_layout(cfg, Category.LR_SCALER, StepMode.SINGLE)
+    forced = OptimizerConfig(layout="per_task", scale_mode="grad", force=True)
+    assert resolve_layout(forced, Category.LR_SCALER, StepMode.SINGLE) == ("per_task", "grad")
+
+
+def test_per_task_layout_needs_one_task_per_step():
+    with pytest.raises(ConfigError, match="one task per step"):
+        resolve_layout(OptimizerConfig(layout="per_task"), Category.LR_SCALER, StepMode.ALL)
+
+
+def test_per_task_optimizers_only_step_the_drawn_task():
+    shared = torch.nn.Parameter(torch.zeros(()))
+    heads = [[torch.nn.Parameter(torch.zeros(()))] for _ in range(2)]
+    opt = TaskOptimizers(ADAM, [shared], heads, [], "per_task", "lr")
+    for p in (shared, *heads[0], *heads[1]):
+        p.grad = torch.ones(())
+    opt.step(0, [1], np.ones(2))
+    assert heads[0][0].item() == 0 and heads[1][0].item() != 0 and shared.item() != 0
+    assert opt.optimizers[0].state_dict()["state"] == {}  # task 0's Adam never stepped
+
+
+def test_rsqrt_schedule_peaks_at_the_end_of_warmup():
+    cfg = OptimizerConfig(lr=1.5, schedule="rsqrt", warmup_steps=100)
+    assert base_lr(cfg, 99) == pytest.approx(1.5)
+    assert base_lr(cfg, 49) == pytest.approx(0.75)
+    assert base_lr(cfg, 399) == pytest.approx(0.75)
+    assert base_lr(OptimizerConfig(lr=0.1), 1000) == 0.1
