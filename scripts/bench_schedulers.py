@@ -83,7 +83,7 @@ def steps_per_second(trainer, steps: int) -> float:
 def backward_seconds(trainer, repeats: int = 30) -> float:
     """Mean time of the backward pass alone of one ALL step (forward excluded)."""
     total = 0.0
-    for t in range(repeats):
+    for _ in range(repeats):
         losses = []
         for k, stream in enumerate(trainer.streams):
             batch = collate(trainer.tasks[k].splits["train"], stream.next(), trainer.tagging[k],
@@ -141,8 +141,8 @@ def main() -> None:
             check = "ok" if r["decision_us"] <= 20 else "SLOW (> 20 µs)"
         elif r["category"] == Category.LOSS_WEIGHTER:
             check = "ok" if ratio >= 0.95 else "SLOW (< 0.95)"
-        print(f"{name:<22}{r['category'].value:<18}{r['mode'].value:<8}"
-              f"{r['decision_us']:>12.1f}{r['steps_per_s']:>10.1f}{ratio:>9.3f}  {check}")  # fmt: skip
+        head = f"{name:<22}{r['category'].value:<18}{r['mode'].value:<8}"
+        print(f"{head}{r['decision_us']:>12.1f}{r['steps_per_s']:>10.1f}{ratio:>9.3f}  {check}")
     if gradnorm_note:
         print(gradnorm_note)
 
