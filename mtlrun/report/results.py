@@ -28,7 +28,7 @@ HEADER = ["task", "metric", "dev (%)", "test (%)"]
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     write_text_atomic(
-        run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n"
+        run_dir / "results.json", json.dumps(results, indent=2) + "\n"
     )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
