@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="mtlrun-report",
         description="Compare the runs of an `mtlrun -m` sweep: rows = tasks + average, columns = "
-        "a swept setting, cells = mean ± sample std (ddof=1) in %% over the other swept keys.",
+        "a swept setting, cells = mean ± sample std (ddof=1) in % over the other swept keys.",
     )
     p.add_argument("sweep", type=Path, help="the multirun directory (hydra.sweep.dir)")
     p.add_argument(
