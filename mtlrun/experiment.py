@@ -62,11 +62,12 @@ def build_trainer(c: Any, run_dir: Path) -> Trainer:
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
                  n_train_batches=-(-len(t.splits["train"]) // c.trainer.batch_size),
-                 metric_name=t.task.metric.value, loss_kind=t.task.kind.value)
+                 metric_name=t.task.metric.value, loss_kind=t.task.kind.value,
+                num_labels=t.task.num_labels)
         for t in encoded
     ]  # fmt: skip
     scheduler = build_scheduler(c.scheduler, infos, c.trainer.max_steps, c.seed)
-    step_mode = resolve_step_mode(type(scheduler), c.trainer.step_mode)
+    step_mode = resolve_step_mode(scheduler, c.trainer.step_mode)
     layout, scale_mode = resolve_layout(c.optimizer, scheduler.category, step_mode)
     optimizers = TaskOptimizers(
         c.optimizer,

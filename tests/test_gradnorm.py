@@ -164,10 +164,12 @@ def test_same_inputs_same_weights():
 
 def test_needs_all_mode():
     cls = SCHEDULERS["gradnorm"]
+    tasks = [TaskInfo(f"t{k}", 100, 10, "accuracy") for k in range(2)]
+    scheduler = cls(cls.Config(), tasks, 100, scheduler_rng(0, "gradnorm"))
     assert cls.step_modes == (StepMode.ALL,)
-    assert resolve_step_mode(cls, None) == StepMode.ALL
+    assert resolve_step_mode(scheduler, None) == StepMode.ALL
     with pytest.raises(ConfigError, match="step_mode=single"):
-        resolve_step_mode(cls, "single")
+        resolve_step_mode(scheduler, "single")
 
 
 @pytest.mark.parametrize(

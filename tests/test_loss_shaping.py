@@ -102,9 +102,18 @@ def test_focal_alpha_uses_one_minus_alpha_for_label_zero():
     np.testing.assert_allclose(fl.numpy(), [0.75 * 0.173287, 0.25 * 0.173287], atol=1e-6)
 
 
-def test_focal_alpha_on_a_multiclass_task_is_an_error():
-    with pytest.raises(ConfigError, match="binary tasks.*t0 has label 2"):
-        make("focal_loss", alpha=0.25).example_losses(0, torch.ones(3), torch.tensor([0, 1, 2]))
+def test_focal_alpha_applies_to_binary_tasks_only():
+    cls = SCHEDULERS["focal_loss"]
+    tasks = [TaskInfo("binary", 100, 10, "accuracy"),
+             TaskInfo("tags", 100, 10, "f1", num_labels=7)]  # fmt: skip
+    s = cls(cls.Config(alpha=0.25), tasks, 100, scheduler_rng(0, "focal_loss"))
+    ce, labels = torch.tensor([0.693147, 0.693147]), torch.tensor([0, 1])
+    np.testing.assert_allclose(
+        s.example_losses(0, ce, labels).numpy(), [0.75 * 0.173287, 0.25 * 0.173287], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        s.example_losses(1, ce, labels).numpy(), [0.173287, 0.173287], atol=1e-6
+    )
 
 
 def test_focal_gamma_zero_is_cross_entropy():

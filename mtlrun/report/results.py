@@ -27,9 +27,7 @@ HEADER = ["task", "metric", "dev (%)", "test (%)"]
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
-    write_text_atomic(
-        run_dir / "results.json", json.dumps(results, indent=2) + "\n"
-    )
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task", "metric", "dev", "test"])

@@ -50,6 +50,7 @@ class TaskInfo:
     is_primary: bool = False
     difficulty_rank: int | None = None
     loss_kind: str = "classification"
+    num_labels: int = 2
 
 
 @dataclass
@@ -96,6 +97,11 @@ class Scheduler:
         self.total_steps = total_steps
         self.rng = rng
         self._cdf: np.ndarray | None = None  # cached CDF of a static distribution
+
+    @classmethod
+    def default_step_mode(cls, cfg: Any) -> StepMode:
+        """The step mode this configuration runs in unless trainer.step_mode says otherwise."""
+        return cls.step_modes[0]
 
     @classmethod
     def task_subset(cls, cfg: Any) -> list[str] | None:

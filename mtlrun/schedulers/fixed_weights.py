@@ -137,6 +137,10 @@ class Prioritize(Scheduler):
     step_modes = (StepMode.ALL, StepMode.SINGLE, StepMode.MIXED)
     hardest: bool  # which end of the difficulty order gets w_target
 
+    @classmethod
+    def default_step_mode(cls, cfg) -> StepMode:
+        return StepMode.SINGLE if cfg.as_sampler else StepMode.ALL
+
     def __init__(self, cfg, tasks, total_steps, rng) -> None:
         super().__init__(cfg, tasks, total_steps, rng)
         self.target = self._target_task()

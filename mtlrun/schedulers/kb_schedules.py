@@ -57,6 +57,11 @@ class KBSchedule(Scheduler):
     category = Category.SAMPLER
     step_modes = (StepMode.SINGLE, StepMode.ALL)
 
+    @classmethod
+    def default_step_mode(cls, cfg) -> StepMode:
+        # as a sampler one task per step (K&B); as QLS's target-task weight, every task per step
+        return StepMode.ALL if cfg.mode == "weight" else StepMode.SINGLE
+
     def __init__(self, cfg, tasks, total_steps, rng) -> None:
         super().__init__(cfg, tasks, total_steps, rng)
         self.main = self._main_task()

@@ -100,18 +100,19 @@ class FocalLoss(Scheduler):
             if self.alpha is not None and not 0 <= self.alpha <= 1:
                 raise ConfigError(f"scheduler.alpha must be in [0, 1] or null (got {self.alpha})")
 
+    def __init__(self, cfg, tasks, total_steps, rng) -> None:
+        super().__init__(cfg, tasks, total_steps, rng)
+        multi = [t.name for t in tasks if t.num_labels != 2]
+        if cfg.alpha is not None and multi:
+            log.warning("scheduler.alpha applies to binary tasks only; not to %s", ", ".join(multi))
+
     def example_losses(self, k: int, losses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         gamma = float(self.cfg.gamma)
         # the floor keeps d/dx x^γ finite at p_t = 1 (CE = 0) when γ < 1; FL there is 0 anyway
         one_minus_pt = (-torch.expm1(-losses)).clamp(min=POWER_FLOOR)
         focal = losses if gamma == 0 else one_minus_pt**gamma * losses
-        if self.cfg.alpha is None:
+        if self.cfg.alpha is None or self.tasks[k].num_labels != 2:
             return focal
         alpha = float(self.cfg.alpha)
-        if labels.numel() and int(labels.max()) > 1:  # a device sync, only when alpha is set
-            raise ConfigError(
-                f"scheduler.alpha is for binary tasks (labels 0/1), but task "
-                f"{self.tasks[k].name} has label {int(labels.max())}; use scheduler.alpha=null"
-            )
         alpha_t = torch.where(labels == 1, alpha, 1.0 - alpha).to(focal.dtype)
         return alpha_t * focal

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from mtlrun.errors import ConfigError
-from mtlrun.schedulers.base import Category, Scheduler, StepMode, TaskInfo, scheduler_rng
+from mtlrun.schedulers.base import Scheduler, StepMode, TaskInfo, scheduler_rng
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,23 @@ def build_scheduler(cfg: Any, tasks: list[TaskInfo], total_steps: int, seed: int
     return cls(cfg, tasks, total_steps, scheduler_rng(seed, cls.name))
 
 
-def resolve_step_mode(cls: type[Scheduler], requested: str | None) -> StepMode:
-    """The scheduler's own step mode, or the requested one if the scheduler supports it."""
+def resolve_step_mode(scheduler: Scheduler, requested: str | None) -> StepMode:
+    """The scheduler's own step mode for its config, or the requested one if it supports it."""
+    own = scheduler.default_step_mode(scheduler.cfg)
     if requested is None:
-        return cls.step_modes[0]
+        return own
     mode = StepMode(requested)
-    if mode not in cls.step_modes:
-        allowed = " or ".join(m.value for m in cls.step_modes)
+    if mode not in scheduler.step_modes:
+        allowed = " or ".join(m.value for m in scheduler.step_modes)
         raise ConfigError(
-            f"scheduler {cls.name!r} cannot run with trainer.step_mode={mode.value}: "
+            f"scheduler {scheduler.name!r} cannot run with trainer.step_mode={mode.value}: "
             f"it needs {allowed} (SCHEDULERS.md §1.2)"
         )
-    if mode == StepMode.SINGLE and cls.category == Category.LOSS_WEIGHTER:
+    if mode == StepMode.SINGLE and own == StepMode.ALL:
         log.warning(
             "%s is a loss weighter run with one task per step (trainer.step_mode=single): the "
             "drawn task's loss is multiplied by its weight; the published setting trains every "
             "task every step (trainer.step_mode=all)",
-            cls.name,
+            scheduler.name,
         )
     return mode
