@@ -16,6 +16,38 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mtlrun.errors import ConfigError
+from mtlrun.schedulers.base import TaskInfo
+
+HOW_TO_BASELINES = (
+    "pass scheduler.baselines=<file> (JSON/YAML task -> dev score as a fraction) or a mapping, "
+    "e.g. 'scheduler.baselines={{{example}}}'. To make the file from single-task runs: "
+    "mtlrun -m scheduler=single scheduler.task={names} ..., then "
+    "mtlrun-report <that sweep dir> --baselines baselines.json"
+)
+
+
+def check_baselines_value(value: Any) -> None:
+    """Config-time check of a `baselines` field: None, a path, or a mapping."""
+    if value is not None and not isinstance(value, str | Mapping):
+        raise ConfigError(
+            f"scheduler.baselines must be a file path or a task -> score mapping (got {value!r})"
+        )
+
+
+def resolve_baselines(scheduler: str, value: Any, tasks: list[TaskInfo]) -> list[float]:
+    """b_k from `scheduler.baselines`, else from TaskInfo.baseline_score; an error that says
+    how to make a baselines file otherwise."""
+    names = [t.name for t in tasks]
+    if value is not None:
+        return load_baselines(value, names)
+    given = [t.baseline_score for t in tasks]
+    if all(b is not None for b in given):
+        return load_baselines(dict(zip(names, given, strict=True)), names)
+    example = ", ".join(f"{n}: 0.8" for n in names)
+    raise ConfigError(
+        f"scheduler {scheduler} needs a baseline dev score per task: "
+        + HOW_TO_BASELINES.format(example=example, names=",".join(names))
+    )
 
 
 def load_baselines(value: Any, task_names: list[str]) -> list[float]:

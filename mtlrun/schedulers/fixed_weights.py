@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from mtlrun.schedulers.base import (
     TaskInfo,
     to_probabilities,
 )
-from mtlrun.schedulers.baselines import load_baselines
+from mtlrun.schedulers.baselines import check_baselines_value, resolve_baselines
 from mtlrun.schedulers.registry import register
 
 log = logging.getLogger(__name__)
@@ -115,11 +114,7 @@ class PrioritizeConfig(SchedulerConfig):
                 raise ConfigError(f"scheduler.{key} must be finite and >= 0 (got {value})")
         if self.w_target + self.w_other <= 0:
             raise ConfigError("scheduler.w_target and scheduler.w_other are both 0")
-        if self.baselines is not None and not isinstance(self.baselines, str | Mapping):
-            raise ConfigError(
-                "scheduler.baselines must be a file (JSON/YAML task -> score) or a mapping, "
-                "e.g. 'scheduler.baselines={sent0: 0.9, sent1: 0.7}'"
-            )
+        check_baselines_value(self.baselines)
 
 
 class Prioritize(Scheduler):
@@ -160,18 +155,8 @@ class Prioritize(Scheduler):
                             "ignored", self.name)  # fmt: skip
             # rank 0 = easiest; argmax/argmin return the lowest index on ties
             return int(np.argmax(ranks) if self.hardest else np.argmin(ranks))
-        if self.cfg.baselines is not None:
-            b = load_baselines(self.cfg.baselines, [t.name for t in self.tasks])
-        elif all(t.baseline_score is not None for t in self.tasks):
-            b = [t.baseline_score for t in self.tasks]
-        else:
-            which = "hardest" if self.hardest else "easiest"
-            raise ConfigError(
-                f"{self.name} needs to know which task is {which}: pass single-task dev scores "
-                f"for {task_list(self.tasks)}, e.g. "
-                f"'scheduler.baselines={{{', '.join(f'{t.name}: 0.8' for t in self.tasks)}}}' "
-                "or scheduler.baselines=<file>"
-            )
+        # no ranks: the lowest single-task dev score is the hardest task
+        b = resolve_baselines(self.name, self.cfg.baselines, self.tasks)
         return int(np.argmin(b) if self.hardest else np.argmax(b))
 
     def task_distribution(self, t: int) -> np.ndarray:

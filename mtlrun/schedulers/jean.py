@@ -18,38 +18,12 @@ from mtlrun.schedulers.base import (
     Scheduler,
     SchedulerConfig,
     StepMode,
-    TaskInfo,
     to_probabilities,
 )
-from mtlrun.schedulers.baselines import load_baselines
+from mtlrun.schedulers.baselines import check_baselines_value, resolve_baselines
 from mtlrun.schedulers.registry import register
 
 log = logging.getLogger(__name__)
-
-HOW_TO_BASELINES = (
-    "pass scheduler.baselines=<file> (JSON/YAML task -> dev score as a fraction) or a mapping, "
-    "e.g. 'scheduler.baselines={{{example}}}'. To make the file from single-task runs: "
-    "mtlrun -m scheduler=single scheduler.task={names} ..., then "
-    "mtlrun-report <that sweep dir> --baselines baselines.json"
-)
-
-
-def resolve_baselines(scheduler: str, value: Any, tasks: list[TaskInfo]) -> np.ndarray:
-    """b_k from `scheduler.baselines`, else from TaskInfo.baseline_score; an error otherwise."""
-    names = [t.name for t in tasks]
-    if value is not None:
-        return np.asarray(load_baselines(value, names), dtype=np.float64)
-    given = [t.baseline_score for t in tasks]
-    if all(b is not None for b in given):
-        bad = [n for n, b in zip(names, given, strict=True) if not b > 0]
-        if bad:
-            raise ConfigError(f"baseline scores must be > 0 (not for {', '.join(bad)})")
-        return np.asarray(given, dtype=np.float64)
-    example = ", ".join(f"{n}: 0.8" for n in names)
-    raise ConfigError(
-        f"scheduler {scheduler} needs a baseline dev score per task (SCHEDULERS.md §5): "
-        + HOW_TO_BASELINES.format(example=example, names=",".join(names))
-    )
 
 
 def explicit_distribution(
@@ -87,7 +61,7 @@ class _ValidationBased(Scheduler):
 
     def __init__(self, cfg, tasks, total_steps, rng) -> None:
         super().__init__(cfg, tasks, total_steps, rng)
-        self.b = resolve_baselines(self.name, cfg.baselines, tasks)
+        self.b = np.asarray(resolve_baselines(self.name, cfg.baselines, tasks), dtype=np.float64)
         self.s = np.zeros(self.K)  # LINGVO: 0 until a task has a score
         self._refresh()
 
@@ -108,13 +82,6 @@ class _ValidationBased(Scheduler):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.s = np.asarray(state["s"], dtype=np.float64)
         self._refresh()
-
-
-def _check_baselines(value: Any) -> None:
-    if value is not None and not isinstance(value, str) and not hasattr(value, "keys"):
-        raise ConfigError(
-            f"scheduler.baselines must be a file path or a task -> score mapping (got {value!r})"
-        )
 
 
 @register
@@ -146,7 +113,7 @@ class JeanExplicit(_ValidationBased):
                 raise ConfigError(f"scheduler.epsilon must be > 0 (got {self.epsilon})")
             if self.form not in ("inverse", "linear"):
                 raise ConfigError(f"scheduler.form must be inverse or linear (got {self.form!r})")
-            _check_baselines(self.baselines)
+            check_baselines_value(self.baselines)
 
     def _refresh(self) -> None:
         self._S, self._u, self._p = explicit_distribution(
@@ -195,7 +162,7 @@ class JeanImplicit(_ValidationBased):
                 raise ConfigError(f"scheduler.beta must be > 0 (got {self.beta})")
             if not 0 <= self.gamma < 1:
                 raise ConfigError(f"scheduler.gamma must be in [0, 1) (got {self.gamma})")
-            _check_baselines(self.baselines)
+            check_baselines_value(self.baselines)
 
     def _refresh(self) -> None:
         self._S, self._w = implicit_weights(
