@@ -188,3 +188,13 @@ def test_mixed_step_mode_draws_a_task_per_example(tmp_path, cache_dir):
         counts = [int(part.split(":")[1]) for part in row.split(",", 1)[1].split("|")]
         assert sum(counts) == 16  # trainer.batch_size examples, split across tasks
     assert any("|" in row for row in rows)  # some batches really mix tasks
+
+
+def test_one_sweep_passes_baselines_to_schedulers_that_use_them(tmp_path, cache_dir):
+    # Hydra composes a multirun's primary config with the default scheduler (uniform), so
+    # scheduler.baselines must be a key every scheduler schema accepts.
+    sweep = tmp_path / "sweep"
+    baselines = "scheduler.baselines={sent0: 0.9, sent1: 0.7, entities: 0.95}"
+    mtlrun(["-m", "scheduler=uniform,jean_explicit", baselines, *TINY, cache_dir,
+            f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
+    assert len(list(sweep.glob("*/results.json"))) == 2

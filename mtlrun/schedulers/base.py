@@ -58,6 +58,10 @@ class SchedulerConfig:
     """Base schema of `conf/scheduler/*.yaml`; each scheduler adds its hyperparameters."""
 
     name: str = MISSING
+    # b_k per task (a JSON/YAML file task -> single-task dev score, or a mapping): used by the
+    # schedulers that compare tasks with their baselines (jean_*, prioritize_*), ignored by the
+    # rest; on the base schema so one sweep over several schedulers can pass it to all.
+    baselines: Any = None
 
 
 def scheduler_rng(seed: int, scheduler_name: str) -> np.random.Generator:

@@ -102,9 +102,6 @@ class PrioritizeConfig(SchedulerConfig):
     name: str = "prioritize_hard"
     w_target: float = 0.98  # [P] SEED-000 §5.3: weight of the easiest / hardest task
     w_other: float = 0.01  # [P] SEED-000 §5.3: weight of every other task
-    # [D] b_k (file or mapping task -> single-task dev score); lowest = hardest. None: the tasks'
-    # difficulty_rank, else their baseline_score.
-    baselines: Any = None
     as_sampler: bool = False  # [D] §2.9(a): sample from the normalised weights instead
 
     def __post_init__(self) -> None:

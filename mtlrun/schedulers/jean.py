@@ -104,7 +104,6 @@ class JeanExplicit(_ValidationBased):
         alpha: float = 1.0
         epsilon: float = 0.05
         form: str = "inverse"
-        baselines: Any = None
 
         def __post_init__(self) -> None:
             if not self.alpha > 0:
@@ -153,7 +152,6 @@ class JeanImplicit(_ValidationBased):
         alpha: float = 16.0
         beta: float = 0.1
         gamma: float = 0.05
-        baselines: Any = None
 
         def __post_init__(self) -> None:
             if not self.alpha >= 0:
