@@ -23,9 +23,8 @@ def ce_of(p):
 
 
 def train_kpi(s, t, k, kpi):
-    """Feed one step whose batch of task k has mean gold probability `kpi`."""
-    s.example_losses(k, ce_of([kpi]), torch.zeros(1))
-    s.observe_train(t, {k: -math.log(kpi)})
+    """Feed one step whose batch of task k had accuracy `kpi`."""
+    s.observe_train_kpis(t, {k: kpi})
 
 
 @pytest.mark.parametrize("gamma, expected", [(1, [0.010536, 0.346574]), (2, [0.0010536, 0.173287])])
@@ -62,17 +61,16 @@ def test_weight_one_until_first_kpi_then_train_batch_ema():
     assert math.isnan(s.kappa[1])
 
 
-def test_train_batch_kpi_is_the_mean_gold_probability():
+def test_train_batch_kpis_come_from_the_trainer():
     s = make()
-    s.example_losses(0, ce_of([0.9, 0.5, 0.1]), torch.zeros(3))
-    s.example_losses(1, ce_of([0.2]), torch.zeros(1))
-    s.observe_train(0, {0: 1.0, 1: 1.0})
-    np.testing.assert_allclose(s.kappa, [0.5, 0.2])
+    assert s.observes_train_kpi and not s.observes_train_loss
+    s.observe_train_kpis(0, {0: 0.75, 1: 0.25})
+    np.testing.assert_allclose(s.kappa, [0.75, 0.25])
 
 
 def test_val_source_ignores_training_batches():
     s = make(kpi_source="val")
-    assert not s.observes_train_loss
+    assert not s.observes_train_kpi
     s.example_losses(0, ce_of([0.9]), torch.zeros(1))
     assert np.all(np.isnan(s.kappa))
 

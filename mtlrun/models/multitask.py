@@ -25,7 +25,8 @@ class Batch:
 class Output:
     example_losses: torch.Tensor  # [N] cross-entropy per example, or per non-pad token (tagging)
     example_labels: torch.Tensor  # [N] the gold labels of those examples / tokens
-    logits: torch.Tensor
+    example_logits: torch.Tensor  # [N, C] their logits (padding removed)
+    logits: torch.Tensor  # [B, C] or [B, T, C]
 
     @property
     def loss(self) -> torch.Tensor:
@@ -50,4 +51,4 @@ class MultiTaskModel(nn.Module):
             logits = self.heads[task](pooled)
             scored, labels = logits, batch.labels
         losses = F.cross_entropy(scored, labels, reduction="none")
-        return Output(losses, labels, logits)
+        return Output(losses, labels, scored, logits)

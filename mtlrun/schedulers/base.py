@@ -91,6 +91,7 @@ class Scheduler:
     category: ClassVar[Category] = Category.SAMPLER
     step_modes: ClassVar[tuple[StepMode, ...]] = (StepMode.SINGLE,)  # the first is the default
     observes_train_loss: ClassVar[bool] = False  # True: the trainer calls observe_train each step
+    observes_train_kpi: ClassVar[bool] = False  # True: ... and observe_train_kpis (batch accuracy)
 
     def __init__(
         self, cfg: Any, tasks: list[TaskInfo], total_steps: int, rng: np.random.Generator
@@ -165,6 +166,10 @@ class Scheduler:
     def observe_train(self, t: int, task_losses: dict[int, float]) -> None:
         """After every optimiser step (only if `observes_train_loss`): the mean minibatch loss
         L_k(t) of each task trained at step t (its training loss, before any weighting)."""
+
+    def observe_train_kpis(self, t: int, task_kpis: dict[int, float]) -> None:
+        """After every optimiser step (only if `observes_train_kpi`): each trained task's batch
+        accuracy in [0, 1] (per token for tagging), the training-batch KPI of §1.3 (DTP)."""
 
     def observe_eval(self, step: int, scores: dict[int, float], losses: dict[int, float]) -> None:
         """After every evaluation: each task's dev primary metric s_k (a fraction, higher is

@@ -49,19 +49,14 @@ class DTP(Scheduler):
     Defaults [D]: γ_0 = 2, γ_k = 1, α = 0.1 for `kpi_source: train_batch` and 0.5 for `val`;
     `normalize_to_K` (off) rescales w to sum to K. κ̄ = 1 gives weight 0 (the task stops).
 
-    KPI sources. `val`: the dev primary metric of each evaluation (a fraction in [0, 1]), exactly
-    the KPI DTP asks for, at the evaluation cadence. `train_batch` (default, as the spec): the
-    scheduler sees a training batch only through its per-example cross-entropies, not its
-    predictions, so it cannot count correct answers; its KPI is the batch's mean probability of
-    the gold label, mean_i exp(−CE_i) — a "soft accuracy" in [0, 1], higher is better [D proxy].
-    It is below the accuracy of a confident-but-not-certain model, which makes the weights
-    somewhat larger than batch accuracy would; use `val` for the exact metric.
+    KPI sources. `train_batch` (default [D]): the accuracy of each training minibatch (per token
+    for tagging), which the trainer reports through `observe_train_kpis`. `val`: the dev primary
+    metric of each evaluation (accuracy, F1; a fraction in [0, 1]), at the evaluation cadence.
     """
 
     name = "dtp"
     category = Category.LOSS_WEIGHTER
     step_modes = (StepMode.ALL, StepMode.SINGLE)
-    observes_train_loss = True
 
     @dataclass
     class Config(SchedulerConfig):
@@ -98,10 +93,9 @@ class DTP(Scheduler):
             )
         self.gamma = np.asarray(gammas, dtype=np.float64)
         self.alpha = cfg.alpha if cfg.alpha is not None else DEFAULT_ALPHA[cfg.kpi_source]
-        # instance attribute: with dev KPIs the trainer need not sync each step's losses
-        self.observes_train_loss = cfg.kpi_source == "train_batch"
+        # instance attribute: with dev KPIs the trainer need not compute batch accuracies
+        self.observes_train_kpi = cfg.kpi_source == "train_batch"
         self.kappa = np.full(self.K, np.nan)  # κ̄_k; NaN until the first KPI of task k
-        self._pending: dict[int, torch.Tensor] = {}  # this step's batch KPIs, still on device
 
     # --- the weights ---------------------------------------------------------------------------
     def loss_weights(self, t: int) -> np.ndarray:
@@ -113,9 +107,6 @@ class DTP(Scheduler):
         return w
 
     def example_losses(self, k: int, losses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.observes_train_loss:
-            # the batch KPI proxy; read (and synced) only in observe_train
-            self._pending[k] = torch.exp(-losses.detach()).mean()
         return focal_example_losses(losses, self.cfg.gamma_0)
 
     # --- the KPIs --------------------------------------------------------------------------------
@@ -130,11 +121,9 @@ class DTP(Scheduler):
         prev = self.kappa[k]
         self.kappa[k] = kpi if math.isnan(prev) else self.alpha * kpi + (1 - self.alpha) * prev
 
-    def observe_train(self, t: int, task_losses: dict[int, float]) -> None:
-        for k in task_losses:
-            if k in self._pending:
-                self.observe_kpi(k, self._pending[k].item())
-        self._pending.clear()
+    def observe_train_kpis(self, t: int, task_kpis: dict[int, float]) -> None:
+        for k, kpi in task_kpis.items():
+            self.observe_kpi(k, kpi)
 
     def observe_eval(self, step: int, scores: dict[int, float], losses: dict[int, float]) -> None:
         if self.cfg.kpi_source == "val":

@@ -103,12 +103,16 @@ class Trainer:
     def _train_step(self, t: int) -> None:
         plan = self._draw(t)
         losses: dict[int, torch.Tensor] = {}
+        kpis: dict[int, torch.Tensor] = {}
         for k, index in plan:
             batch = collate(self.tasks[k].splits["train"], index, self.tagging[k], self.device)
             out = self.model(k, batch)
             losses[k] = self.scheduler.example_losses(
                 k, out.example_losses, out.example_labels
             ).mean()
+            if self.scheduler.observes_train_kpi:  # batch accuracy, kept on device until read
+                hits = out.example_logits.detach().argmax(-1) == out.example_labels
+                kpis[k] = hits.float().mean()
             self.state.batches_seen[k] += 1
             self.state.examples_seen[k] += len(index)
         scaled = losses
@@ -130,6 +134,8 @@ class Trainer:
         self.optimizers.step(t, list(losses), lr_scales)
         if self.scheduler.observes_train_loss:  # .item() syncs the device: only when asked
             self.scheduler.observe_train(t, {k: v.item() for k, v in losses.items()})
+        if kpis:
+            self.scheduler.observe_train_kpis(t, {k: v.item() for k, v in kpis.items()})
         self.log.step(t, [(self.names[k], len(i)) for k, i in plan], self.step_mode)
         self.display.advance(self.names[plan[0][0]] if len(plan) == 1 else self.step_mode.value)
 
