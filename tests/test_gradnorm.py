@@ -1,6 +1,7 @@
 """GradNorm against SCHEDULERS.md §4.1 (Appendix B item 12) and its autograd contract."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -127,6 +128,18 @@ def test_first_epoch_mean_keeps_equal_weights_then_uses_the_mean():
         np.testing.assert_array_equal(s.loss_weights(0), [1, 1])
     np.testing.assert_allclose(s.log_state()["L0"], [2.0, 2.0])
     s._update(np.array([2.0, 1.0]), np.array([1.0, 1.6]))  # L~ = [0.5, 0.8]: the oracle again
+    np.testing.assert_allclose(s.loss_weights(0), [0.842105, 1.157895], atol=1e-6)
+
+
+def test_log_num_classes_uses_the_uniform_guess_loss():
+    cls = SCHEDULERS["gradnorm"]
+    tasks = [TaskInfo("bin", 50, 5, "accuracy", num_labels=2),
+             TaskInfo("tags", 50, 5, "f1", num_labels=7)]  # fmt: skip
+    s = cls(cls.Config(l0_mode="log_num_classes", w_optimizer="sgd", w_lr=0.1), tasks, 100,
+            scheduler_rng(0, "gradnorm"))  # fmt: skip
+    np.testing.assert_allclose(s.log_state()["L0"], [math.log(2), math.log(7)])
+    # L(t) = 0.5·L(0) and 0.8·L(0) give L~ = [0.5, 0.8]: the §4.1 oracle again
+    s._update(np.array([2.0, 1.0]), np.array([0.5 * math.log(2), 0.8 * math.log(7)]))
     np.testing.assert_allclose(s.loss_weights(0), [0.842105, 1.157895], atol=1e-6)
 
 

@@ -67,7 +67,8 @@ class GradNorm(Scheduler):
     `parameterization=softmax` is the LIBMTL variant w = K·softmax(φ): φ is stepped through
     autograd on L_grad (with g, Ḡ and the targets constant); normalisation is then implicit.
 
-    L_k(0): `first_step` (default [D]) takes the first step's losses; `first_epoch_mean` (LIBMTL)
+    L_k(0): `first_step` (default [D]) takes the first step's losses; `log_num_classes` uses
+    ln C_k, the loss of a uniform prediction over task k's C_k labels; `first_epoch_mean` (LIBMTL)
     keeps w = 1 for the first epoch (max_k n_train_batches steps, the steps after which every task
     has seen its whole training set once) and uses the mean loss over it.
     """
@@ -100,9 +101,9 @@ class GradNorm(Scheduler):
                     "scheduler.parameterization must be direct or softmax "
                     f"(got {self.parameterization!r})"
                 )
-            if self.l0_mode not in ("first_step", "first_epoch_mean"):
+            if self.l0_mode not in ("first_step", "first_epoch_mean", "log_num_classes"):
                 raise ConfigError(
-                    "scheduler.l0_mode must be first_step or first_epoch_mean "
+                    "scheduler.l0_mode must be first_step, first_epoch_mean or log_num_classes "
                     f"(got {self.l0_mode!r})"
                 )
             if not 0 <= self.loss_ema < 1:
@@ -118,6 +119,8 @@ class GradNorm(Scheduler):
         make = torch.optim.Adam if cfg.w_optimizer == "adam" else torch.optim.SGD
         self._opt = make([self._param], lr=cfg.w_lr)
         self._l0: np.ndarray | None = None
+        if cfg.l0_mode == "log_num_classes":  # the cross-entropy of a uniform guess, ln C_k
+            self._l0 = np.log([max(t.num_labels, 2) for t in tasks]).astype(np.float64)
         self._ema: np.ndarray | None = None  # EMA_old of the losses (mitigation [D], off)
         self._epoch_sum = np.zeros(self.K)
         self._epoch_n = 0
