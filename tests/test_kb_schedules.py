@@ -146,3 +146,22 @@ def test_properties(name, mode):
     assert [fresh.next_task(t) for t in range(50, 100)] == cont
     again = make(name, k=3, total_steps=100, mode=mode)
     assert [again.next_task(t) for t in range(50)] == first
+
+
+@pytest.mark.parametrize("name, column", [("kb_exponential", 1), ("kb_sigmoid", 2)])
+def test_epoch_time_unit_holds_within_an_epoch(name, column):
+    # two tasks of 10 batches each: an epoch (one pass over the union) is 20 steps
+    s = make(name, alpha=0.5, time_unit="epoch")
+    for t, *expected in TABLE:
+        for step in (20 * t, 20 * t + 19):  # first and last step of epoch t
+            p_main = s.task_distribution(step)[0]
+            assert p_main == pytest.approx(expected[column - 1], abs=1e-6)
+
+
+def test_epoch_default_rate_reaches_the_same_end_point():
+    by_step = make("kb_exponential", total_steps=2000)
+    by_epoch = make("kb_exponential", total_steps=2000, time_unit="epoch")  # 100 epochs
+    assert by_epoch.alpha == pytest.approx(5 / 100)
+    assert by_epoch.task_distribution(1999)[0] == pytest.approx(
+        by_step.task_distribution(1980)[0], abs=1e-9
+    )

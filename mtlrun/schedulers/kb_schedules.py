@@ -43,12 +43,15 @@ class KBConfig(SchedulerConfig):
 
 @dataclass
 class KBRateConfig(KBConfig):
-    alpha: float | None = None  # [U]/[D] §2.10: rate per step; None = 5 / trainer.max_steps
+    alpha: float | None = None  # [U]/[D] §2.10: rate per time unit; None = 5 / run length
+    time_unit: str = "step"  # [D] §2.10(b): step | epoch (one pass over all tasks' batches)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"scheduler.alpha must be > 0 or null (got {self.alpha})")
+        if self.time_unit not in ("step", "epoch"):
+            raise ConfigError(f"scheduler.time_unit must be step or epoch (got {self.time_unit!r})")
 
 
 class KBSchedule(Scheduler):
@@ -113,15 +116,22 @@ class KBRateSchedule(KBSchedule):
 
     def __init__(self, cfg, tasks, total_steps, rng) -> None:
         super().__init__(cfg, tasks, total_steps, rng)
-        self.alpha = cfg.alpha if cfg.alpha is not None else 5.0 / max(total_steps, 1)
+        # an epoch is one pass over the union of every task's batches (SINGLE-mode steps)
+        self.unit = 1 if cfg.time_unit == "step" else max(1, sum(t.n_train_batches for t in tasks))
+        length = max(total_steps // self.unit, 1)  # the run's length in time units
+        self.alpha = cfg.alpha if cfg.alpha is not None else 5.0 / length
         p0 = np.full(self.K, (1.0 - self.p0_main) / max(self.K - 1, 1))
         p0[self.main] = self.p0_main
         p1 = np.zeros(self.K)
         p1[self.main] = 1.0
         self.p0, self.p1 = p0, p1
 
+    def time(self, t: int) -> int:
+        """Step t in the configured unit: the step itself, or the number of whole epochs."""
+        return t // self.unit
+
     def decay(self, t: int) -> float:
-        return math.exp(-min(self.alpha * t, MAX_EXPONENT))
+        return math.exp(-min(self.alpha * self.time(t), MAX_EXPONENT))
 
     def scores(self, t: int) -> np.ndarray:
         return self.p1 + (self.c * self.p0 - self.p1) * self.decay(t)
@@ -167,7 +177,7 @@ class KBExponential(KBRateSchedule):
         name: str = "kb_exponential"
 
     def main_probability(self, t: int) -> float:
-        return -math.expm1(-min(self.alpha * t, MAX_EXPONENT))
+        return -math.expm1(-min(self.alpha * self.time(t), MAX_EXPONENT))
 
 
 @register
