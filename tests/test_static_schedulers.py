@@ -123,3 +123,15 @@ def test_state_round_trip_continues_the_sequence(name):
     b = make(name, seed=99)
     b.load_state_dict(state)
     assert np.array_equal(tail, draws(b, 100))
+
+
+def test_union_mixed_walks_every_example_once_per_epoch():
+    cls = SCHEDULERS["union"]
+    tasks = [TaskInfo(f"t{k}", n, 1, "accuracy") for k, n in enumerate([30, 10, 20])]
+    s = cls(cls.Config(mixed=True), tasks, 100, scheduler_rng(0, "union"))
+    assert s.default_step_mode(s.cfg).value == "mixed"
+    counts = np.array([s.mixed_counts(t, 12) for t in range(10)])  # 120 examples = 2 epochs
+    assert counts.sum(axis=1).tolist() == [12] * 10
+    assert counts[:5].sum(axis=0).tolist() == [30, 10, 20]  # epoch 1: each example once
+    assert counts[5:].sum(axis=0).tolist() == [30, 10, 20]
+    assert len({tuple(c) for c in counts}) > 1  # batches really mix differently

@@ -132,17 +132,25 @@ class Union(Scheduler):
     """§2.5 MT-DNN union sampling: pool every task's minibatches, shuffle, walk once per epoch.
 
     Sampling without replacement: over one epoch task k is drawn exactly n_train_batches times.
+    `mixed=true` is the variant `union_mixed` [D]: the pool holds every training *example*'s
+    task, and each (MIXED-mode) batch takes the next B of them, so batches mix tasks.
     """
 
     name = "union"
+    step_modes = (StepMode.SINGLE, StepMode.MIXED)
 
     @dataclass
     class Config(SchedulerConfig):
         name: str = "union"
+        mixed: bool = False  # [D] §2.5 union_mixed: examples of several tasks in one batch
+
+    @classmethod
+    def default_step_mode(cls, cfg: Any) -> StepMode:
+        return StepMode.MIXED if cfg.mixed else StepMode.SINGLE
 
     def __init__(self, cfg, tasks, total_steps, rng) -> None:
         super().__init__(cfg, tasks, total_steps, rng)
-        counts = [t.n_train_batches for t in tasks]
+        counts = [t.n_train if cfg.mixed else t.n_train_batches for t in tasks]
         if sum(counts) == 0:
             raise ConfigError("every task has an empty training set: nothing to sample")
         self._pool = np.repeat(np.arange(self.K), counts)
@@ -152,12 +160,24 @@ class Union(Scheduler):
     def task_distribution(self, t: int) -> np.ndarray:
         return to_probabilities(np.bincount(self._pool, minlength=self.K))
 
+    def _take(self, n: int) -> np.ndarray:
+        """The next n entries of the shuffled pool; a new permutation at each epoch's end."""
+        parts = []
+        while n > 0:
+            if self._cursor == len(self._epoch):
+                self._epoch = self.rng.permutation(self._pool)
+                self._cursor = 0
+            part = self._epoch[self._cursor : self._cursor + n]
+            self._cursor += len(part)
+            n -= len(part)
+            parts.append(part)
+        return np.concatenate(parts)
+
     def next_task(self, t: int) -> int:
-        if self._cursor == len(self._epoch):
-            self._epoch = self.rng.permutation(self._pool)
-            self._cursor = 0
-        self._cursor += 1
-        return int(self._epoch[self._cursor - 1])
+        return int(self._take(1)[0])
+
+    def mixed_counts(self, t: int, batch_size: int) -> np.ndarray:
+        return np.bincount(self._take(batch_size), minlength=self.K)
 
     def extra_state(self) -> dict[str, Any]:
         return {"epoch": self._epoch.tolist(), "cursor": self._cursor}
