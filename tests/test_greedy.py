@@ -103,3 +103,12 @@ def test_state_round_trip_and_determinism():
 
 def test_log_state_is_json_safe_before_any_loss():
     assert make(k=2).log_state() == {"ell": [None, None]}
+
+
+def test_refresh_overwrites_every_loss_on_schedule():
+    s = make(refresh_every=5)
+    assert [s.wants_loss_probe(t) for t in range(11)] == [t in (5, 10) for t in range(11)]
+    s.observe_train(0, {0: 0.3})
+    s.observe_loss_probe(5, {0: 0.9, 1: 0.2, 2: 0.4})
+    assert s.ell.tolist() == [0.9, 0.2, 0.4] and s.next_task(5) == 0
+    assert not make().wants_loss_probe(5)  # off by default

@@ -36,3 +36,15 @@ def test_all_mode_trains_every_task_each_step(tmp_path):
     tr._train_step(0)
     tr._train_step(1)
     assert tr.state.batches_seen == [2] * len(tr.tasks)
+
+
+def test_loss_probes_use_their_own_data_streams(tmp_path):
+    plain = trainer_for(tmp_path / "a", "scheduler=greedy_loss")
+    probed = trainer_for(tmp_path / "b", "scheduler=greedy_loss", "scheduler.refresh_every=3")
+    for t in range(7):
+        plain._train_step(t)
+        probed._train_step(t)
+    # probes at steps 3 and 6 saw one batch of every task, from the probe streams only
+    assert [s.epoch >= 0 for s in probed.probe_streams] == [True] * len(probed.tasks)
+    assert [s.epoch for s in plain.probe_streams] == [-1] * len(plain.tasks)
+    assert probed.scheduler.ell.tolist() != plain.scheduler.ell.tolist()

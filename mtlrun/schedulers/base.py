@@ -167,6 +167,15 @@ class Scheduler:
         """After every optimiser step (only if `observes_train_loss`): the mean minibatch loss
         L_k(t) of each task trained at step t (its training loss, before any weighting)."""
 
+    def wants_loss_probe(self, t: int) -> bool:
+        """True: before step t the trainer measures one forward-only minibatch loss of every
+        task (eval mode, from probe streams separate from the training data) and passes them
+        to `observe_loss_probe` (greedy_loss's refresh_every)."""
+        return False
+
+    def observe_loss_probe(self, t: int, task_losses: dict[int, float]) -> None:
+        """The losses asked for by `wants_loss_probe`."""
+
     def observe_train_kpis(self, t: int, task_kpis: dict[int, float]) -> None:
         """After every optimiser step (only if `observes_train_kpi`): each trained task's batch
         accuracy in [0, 1] (per token for tagging), the training-batch KPI of §1.3 (DTP)."""

@@ -32,6 +32,8 @@ class GreedyLoss(Scheduler):
 
     `signal="val"` [D] uses the dev losses V_k of each evaluation instead (same EMA); until the
     first evaluation the tasks go round robin, the analogue of the +∞ warm-up.
+    `refresh_every=R` [D, off]: every R steps the trainer measures one forward-only minibatch
+    loss of every task and all ℓ_k are overwritten, so untrained tasks' losses do not go stale.
     """
 
     name = "greedy_loss"
@@ -44,10 +46,15 @@ class GreedyLoss(Scheduler):
         name: str = "greedy_loss"
         rho: float = 0.0  # [D] §3.1: EMA_old weight on the past; 0 = the latest loss only
         signal: str = "train"  # [D] §3.1: train (minibatch losses) | val (dev losses V_k)
+        refresh_every: int | None = None  # [D] §3.1: every R steps re-measure every task's loss
 
         def __post_init__(self) -> None:
             if not 0 <= self.rho < 1:
                 raise ConfigError(f"scheduler.rho must be in [0, 1) (got {self.rho})")
+            if self.refresh_every is not None and self.refresh_every <= 0:
+                raise ConfigError(
+                    f"scheduler.refresh_every must be > 0 or null (got {self.refresh_every})"
+                )
             if self.signal not in ("train", "val"):
                 raise ConfigError(
                     f"scheduler.signal must be 'train' or 'val' (got {self.signal!r})"
@@ -82,6 +89,15 @@ class GreedyLoss(Scheduler):
                 self.ell[k] = loss
             else:
                 self.ell[k] = self.cfg.rho * self.ell[k] + (1 - self.cfg.rho) * loss
+
+    def wants_loss_probe(self, t: int) -> bool:
+        r = self.cfg.refresh_every
+        return r is not None and t > 0 and t % r == 0
+
+    def observe_loss_probe(self, t: int, task_losses: dict[int, float]) -> None:
+        for k, loss in task_losses.items():
+            if math.isfinite(loss):
+                self.ell[k] = loss  # overwrite: the fresh measurement replaces the stale one
 
     def observe_train(self, t: int, task_losses: dict[int, float]) -> None:
         if self.cfg.signal == "train":

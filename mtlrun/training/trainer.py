@@ -69,6 +69,13 @@ class Trainer:
                         np.random.default_rng([cfg.seed, 1009, k]))
             for k, t in enumerate(tasks)
         ]  # fmt: skip
+        # minibatches for loss probes (wants_loss_probe), apart from the training streams so a
+        # probe never changes what the model trains on
+        self.probe_streams = [
+            BatchStream(t.splits["train"].lengths, self.cfg.batch_size, self.cfg.bucket_batches,
+                        np.random.default_rng([cfg.seed, 2003, k]))
+            for k, t in enumerate(tasks)
+        ]  # fmt: skip
         self.state = Progress(batches_seen=[0] * len(tasks), examples_seen=[0] * len(tasks))
         self.log = RunLog(run_dir, self.names)
         self.ckpt_dir = run_dir / "checkpoints"
@@ -101,6 +108,8 @@ class Trainer:
         return [(k, self.streams[k].take(int(c))) for k, c in enumerate(counts) if c > 0]
 
     def _train_step(self, t: int) -> None:
+        if self.scheduler.wants_loss_probe(t):
+            self.scheduler.observe_loss_probe(t, self._probe_losses())
         plan = self._draw(t)
         losses: dict[int, torch.Tensor] = {}
         kpis: dict[int, torch.Tensor] = {}
@@ -138,6 +147,18 @@ class Trainer:
             self.scheduler.observe_train_kpis(t, {k: v.item() for k, v in kpis.items()})
         self.log.step(t, [(self.names[k], len(i)) for k, i in plan], self.step_mode)
         self.display.advance(self.names[plan[0][0]] if len(plan) == 1 else self.step_mode.value)
+
+    @torch.no_grad()
+    def _probe_losses(self) -> dict[int, float]:
+        """One forward-only minibatch loss per task, in eval mode (no dropout)."""
+        self.model.eval()
+        losses = {}
+        for k, stream in enumerate(self.probe_streams):
+            batch = collate(self.tasks[k].splits["train"], stream.next(), self.tagging[k],
+                            self.device)  # fmt: skip
+            losses[k] = self.model(k, batch).loss.item()
+        self.model.train()
+        return losses
 
     def _evaluate(self, step: int) -> None:
         self.state.step = step
@@ -204,6 +225,7 @@ class Trainer:
             "optimizer": self.optimizers.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "streams": [s.state_dict() for s in self.streams],
+            "probe_streams": [s.state_dict() for s in self.probe_streams],
             "rng": checkpoint.rng_states(),
         }
 
@@ -213,5 +235,7 @@ class Trainer:
         self.optimizers.load_state_dict(snap["optimizer"])
         self.scheduler.load_state_dict(snap["scheduler"])
         for stream, s in zip(self.streams, snap["streams"], strict=True):
+            stream.load_state_dict(s)
+        for stream, s in zip(self.probe_streams, snap["probe_streams"], strict=True):
             stream.load_state_dict(s)
         checkpoint.set_rng_states(snap["rng"])
