@@ -57,7 +57,8 @@ def build_trainer(c: Any, run_dir: Path) -> Trainer:
         load_tasks(c.tasks, c.seed), scheduler_class(c.scheduler.name).task_subset(c.scheduler)
     )
     tokenizer, encoded = encode_tasks(tasks, c.model.vocab, c.model.max_length, c.cache_dir)
-    vocab = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
+    ids = tokenizer.get_vocab()
+    vocab = sorted(ids, key=ids.get)  # words in id order
     model = build_model(c.model, vocab, tasks, c.seed)
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),

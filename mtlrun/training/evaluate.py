@@ -30,7 +30,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     gold, pred, loss_sum, count = [], [], 0.0, 0
-    for index in length_sorted_batches(data.lengths, batch_size):
+    batches = length_sorted_batches(data.lengths, batch_size)
+    for index in batches:
         batch = collate(data, index, tagging, device)
         out = model(k, batch)
         guesses = out.logits.argmax(-1).cpu().numpy()
@@ -48,7 +49,7 @@ def evaluate(
         count += n
     model.train(was_training)
     # predictions back in dataset order, so metrics see examples as the files list them
-    order = np.argsort(np.concatenate(length_sorted_batches(data.lengths, batch_size)))
+    order = np.argsort(np.concatenate(batches))
     gold, pred = [gold[i] for i in order], [pred[i] for i in order]
     score = compute_metric(task.task.metric, gold, pred, task.task.label_names)
     return Evaluation(score=score, loss=loss_sum / max(count, 1))

@@ -26,8 +26,8 @@ class RunLog:
         kept = [rows[0]] + [r for r in rows[1:] if int(r.split(",", 1)[0]) < resume_step]
         self.schedule_path.write_text("\n".join(kept) + "\n")
         lines = self.metrics_path.read_text().splitlines()
-        kept = [ln for ln in lines if json.loads(ln)["step"] <= resume_step and
-                json.loads(ln)["split"] == "dev"]  # fmt: skip
+        records = [(ln, json.loads(ln)) for ln in lines]
+        kept = [ln for ln, r in records if r["step"] <= resume_step and r["split"] == "dev"]
         self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
 
     def step(self, step: int, trained: list[tuple[str, int]], mode) -> None:
