@@ -66,7 +66,8 @@ class LSTMConfig:
 @dataclass
 class SyntheticTasksConfig:
     name: str = "synthetic"
-    # classification tasks: training-set sizes and label-noise rates, one entry per task
+    # classification tasks: training-set sizes and label-noise rates (train and dev), one entry
+    # per task; noise 0.5 makes a task's labels independent of its text (random labels)
     train_sizes: list[int] = field(default_factory=lambda: [4000, 1200, 400, 100])
     label_noise: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15])
     tagging_train_size: int = 800  # the sequence-tagging task (0 = leave it out)
@@ -79,8 +80,8 @@ class SyntheticTasksConfig:
         for n in self.train_sizes:
             _positive("every tasks.train_sizes entry", n)
         for r in self.label_noise:
-            if not 0 <= r < 0.5:
-                raise ConfigError(f"tasks.label_noise entries must be in [0, 0.5) (got {r})")
+            if not 0 <= r <= 0.5:
+                raise ConfigError(f"tasks.label_noise entries must be in [0, 0.5] (got {r})")
         _positive("tasks.dev_size", self.dev_size)
         _positive("tasks.test_size", self.test_size)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,18 @@ from mtlrun.config import validate
 from mtlrun.errors import ConfigError
 from mtlrun.models import build_model
 from mtlrun.report.results import print_results, write_results
-from mtlrun.schedulers import TaskInfo, build_scheduler, resolve_step_mode, scheduler_class
+from mtlrun.schedulers import (
+    Scheduler,
+    StepMode,
+    TaskInfo,
+    build_scheduler,
+    resolve_step_mode,
+    scheduler_class,
+)
 from mtlrun.tasks import Task, load_tasks
-from mtlrun.tasks.encode import encode_tasks
+from mtlrun.tasks.encode import EncodedTask, encode_tasks
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
+from mtlrun.training.policy_learning import learn_policy
 from mtlrun.training.trainer import Trainer
 
 log = logging.getLogger("mtlrun")
@@ -48,42 +59,85 @@ def device_for(hw) -> torch.device:
     return device
 
 
-def build_trainer(c: Any, run_dir: Path) -> Trainer:
-    """Everything a run needs, in order: tasks -> model -> scheduler -> optimizer -> trainer."""
+@dataclass
+class Prepared:
+    """What the learning episodes and the run share: data, vocabulary, scheduler, device."""
+
+    tasks: list[Task]
+    encoded: list[EncodedTask]
+    vocab: list[str]
+    scheduler: Scheduler
+    step_mode: StepMode
+    device: torch.device
+
+
+def prepare(c: Any) -> Prepared:
+    """Tasks -> vocabulary and encoded splits -> scheduler (its step mode checked)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = device_for(c.hardware)
-
     tasks = select_tasks(
         load_tasks(c.tasks, c.seed), scheduler_class(c.scheduler.name).task_subset(c.scheduler)
     )
     tokenizer, encoded = encode_tasks(tasks, c.model.vocab, c.model.max_length, c.cache_dir)
     ids = tokenizer.get_vocab()
     vocab = sorted(ids, key=ids.get)  # words in id order
-    model = build_model(c.model, vocab, tasks, c.seed)
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
                  n_train_batches=-(-len(t.splits["train"]) // c.trainer.batch_size),
                  metric_name=t.task.metric.value, loss_kind=t.task.kind.value,
-                num_labels=t.task.num_labels)
+                 num_labels=t.task.num_labels, n_dev=len(t.splits["dev"]))
         for t in encoded
     ]  # fmt: skip
     scheduler = build_scheduler(c.scheduler, infos, c.trainer.max_steps, c.seed)
     step_mode = resolve_step_mode(scheduler, c.trainer.step_mode)
-    layout, scale_mode = resolve_layout(c.optimizer, scheduler.category, step_mode)
+    return Prepared(tasks, encoded, vocab, scheduler, step_mode, device)
+
+
+def make_trainer(
+    c: Any, p: Prepared, run_dir: Path, episode: bool = False, display=None
+) -> Trainer:
+    """A freshly initialised model (seeded by c.seed) and its optimizers, in a Trainer."""
+    model = build_model(c.model, p.vocab, p.tasks, c.seed)
+    layout, scale_mode = resolve_layout(c.optimizer, p.scheduler.category, p.step_mode)
     optimizers = TaskOptimizers(
         c.optimizer,
         shared=list(model.encoder.parameters()),
         heads=[list(h.parameters()) for h in model.heads],
-        extra=scheduler.extra_parameters(),
+        extra=p.scheduler.extra_parameters(),
         layout=layout,
         scale_mode=scale_mode,
     )
-    log.info("%d tasks (%s), %d vocabulary words, %d parameters, scheduler %s (%s step mode, "
-             "%s optimizer layout)", len(tasks), ", ".join(t.name for t in tasks), len(vocab),
-             sum(p.numel() for p in model.parameters()), c.scheduler.name, step_mode.value,
-             layout)  # fmt: skip
+    if not episode:
+        log.info("%d tasks (%s), %d vocabulary words, %d parameters, scheduler %s (%s step "
+                 "mode, %s optimizer layout)", len(p.tasks), ", ".join(t.name for t in p.tasks),
+                 len(p.vocab), sum(q.numel() for q in model.parameters()), c.scheduler.name,
+                 p.step_mode.value, layout)  # fmt: skip
+    return Trainer(c, p.encoded, model, p.scheduler, p.step_mode, optimizers, run_dir, p.device,
+                   episode=episode, display=display)  # fmt: skip
 
-    return Trainer(c, encoded, model, scheduler, step_mode, optimizers, run_dir, device)
+
+def build_trainer(c: Any, run_dir: Path) -> Trainer:
+    """The run's trainer, for schedulers without a learning phase (benchmarks, tests)."""
+    return make_trainer(c, prepare(c), run_dir)
+
+
+def learn(c: Any, p: Prepared, run_dir: Path, resume: bool) -> dict[str, float]:
+    """The scheduler's learning phase (QLS), if it has one; each episode's model and data order
+    are seeded from (seed, episode), so they differ from each other and from the run's."""
+    if p.scheduler.learning_plan() is None:
+        return {}
+    saved_policy, timing_file = run_dir / "policy.pt", run_dir / "learning.json"
+    if resume and saved_policy.is_file():  # the learning phase finished before the interruption
+        p.scheduler.load_policy(saved_policy)
+        return json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+
+    def episode_trainer(e: int, display) -> Trainer:
+        ce = dataclasses.replace(c, seed=c.seed * 7919 + 104729 * (e + 1))
+        return make_trainer(ce, p, run_dir, episode=True, display=display)
+
+    timing = learn_policy(p.scheduler, episode_trainer, run_dir, c.trainer.progress)
+    write_text_atomic(timing_file, json.dumps(timing))
+    return timing
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -91,7 +145,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    results = build_trainer(c, run_dir).fit(resume=resume)
+    p = prepare(c)
+    learning = learn(c, p, run_dir, resume)
+    results = make_trainer(c, p, run_dir).fit(resume=resume)
+    results["timing"].update(learning)
     results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
     write_results(run_dir, results)
     print_results(results, run_dir)

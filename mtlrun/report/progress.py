@@ -11,16 +11,20 @@ log = logging.getLogger("mtlrun")
 
 
 class ProgressDisplay:
-    def __init__(self, total: int, task_names: list[str], enabled: bool = True) -> None:
+    def __init__(
+        self, total: int, task_names: list[str], enabled: bool = True, label: str = "train"
+    ) -> None:
+        """`label`: "train", or "learn" for a policy-learning phase (QLS), whose `note` shows
+        episode, temperature and reward instead of the dev score."""
         self.total = total
         console = Console(stderr=True)
         self.live = enabled and console.is_terminal
         self._bar = None
         if self.live:
             self._bar = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("task [cyan]{task.fields[current]:<12}"),
-                TextColumn("dev {task.fields[dev]}"), TimeRemainingColumn(),
+                TextColumn("{task.fields[note]}"), TimeRemainingColumn(),
                 console=console, transient=False,
             )  # fmt: skip
 
@@ -36,7 +40,7 @@ class ProgressDisplay:
     def start(self, step: int) -> None:
         if self._bar is not None:
             self._id = self._bar.add_task("train", total=self.total, completed=step,
-                                          current="-", dev="-")  # fmt: skip
+                                          current="-", note="")  # fmt: skip
 
     def advance(self, task_name: str) -> None:
         if self._bar is not None:
@@ -44,7 +48,12 @@ class ProgressDisplay:
 
     def evaluated(self, step: int, aggregate: float, scores: dict[str, float]) -> None:
         if self._bar is not None:
-            self._bar.update(self._id, dev=f"{100 * aggregate:.2f}")
+            self._bar.update(self._id, note=f"dev {100 * aggregate:.2f}")
             return
         per_task = " ".join(f"{n}={100 * s:.1f}" for n, s in scores.items())
         log.info("step %d/%d  dev aggregate %.2f  %s", step, self.total, 100 * aggregate, per_task)
+
+    def note(self, text: str) -> None:
+        """A status line next to the bar (terminal only; plain logs get one line per episode)."""
+        if self._bar is not None:
+            self._bar.update(self._id, note=text)

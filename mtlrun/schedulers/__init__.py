@@ -12,10 +12,20 @@ from mtlrun.schedulers import (  # noqa: F401
     kb_schedules,
     kendall,
     loss_shaping,
+    qls,
     self_paced,
     static,
 )
-from mtlrun.schedulers.base import Category, Scheduler, SchedulerConfig, StepMode, TaskInfo
+from mtlrun.schedulers.base import (
+    Category,
+    Scheduler,
+    SchedulerConfig,
+    SignalRequest,
+    Signals,
+    StepMode,
+    TaskInfo,
+    TaskOutputs,
+)
 from mtlrun.schedulers.registry import (
     SCHEDULERS,
     build_scheduler,
@@ -28,8 +38,11 @@ __all__ = [
     "Category",
     "Scheduler",
     "SchedulerConfig",
+    "SignalRequest",
+    "Signals",
     "StepMode",
     "TaskInfo",
+    "TaskOutputs",
     "build_scheduler",
     "resolve_step_mode",
     "scheduler_class",

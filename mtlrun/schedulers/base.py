@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,6 +52,7 @@ class TaskInfo:
     difficulty_rank: int | None = None
     loss_kind: str = "classification"
     num_labels: int = 2
+    n_dev: int = 0  # dev examples (schedulers that pick dev subsets for signals)
 
 
 @dataclass
@@ -62,6 +64,38 @@ class SchedulerConfig:
     # schedulers that compare tasks with their baselines (jean_*, prioritize_*), ignored by the
     # rest; on the base schema so one sweep over several schedulers can pass it to all.
     baselines: Any = None
+
+
+@dataclass(frozen=True)
+class SignalRequest:
+    """What a scheduler asks the trainer to measure on dev data before a step (§1.3's
+    EvalReport, on demand). Both maps go task -> dev example indices (None = the whole dev
+    set); a task absent from a map is not measured. One forward pass covers both."""
+
+    outputs: dict[int, np.ndarray | None] = field(default_factory=dict)  # rows returned
+    scores: dict[int, np.ndarray | None] = field(default_factory=dict)  # loss + metric over these
+    mc_samples: int = 0  # M > 0: `outputs` as M MC-dropout passes (dropout on) instead of eval
+
+
+@dataclass
+class TaskOutputs:
+    """Per-row model outputs for the requested dev examples of one task. A row is an example
+    (classification) or a token (tagging); rows come example by example in index order."""
+
+    example: np.ndarray  # [N] int: the dev example index of each row
+    labels: np.ndarray  # [N] int: gold label of each row
+    probs: np.ndarray | None  # [N, C] softmax in eval mode (mc_samples == 0)
+    mc_probs: np.ndarray | None  # [N, C, M] softmax of M dropout-on passes (mc_samples > 0)
+
+
+@dataclass
+class Signals:
+    """The trainer's answer to a SignalRequest."""
+
+    outputs: dict[int, TaskOutputs]
+    scores: dict[int, float]  # primary metric (fraction, higher is better) over `scores` rows
+    losses: dict[int, float]  # mean cross-entropy per row (token for tagging) over the same
+    seconds: float = 0.0  # wall time it took to measure
 
 
 def scheduler_rng(seed: int, scheduler_name: str) -> np.random.Generator:
@@ -183,6 +217,39 @@ class Scheduler:
     def observe_eval(self, step: int, scores: dict[int, float], losses: dict[int, float]) -> None:
         """After every evaluation: each task's dev primary metric s_k (a fraction, higher is
         better) and mean dev loss V_k."""
+
+    def wants_signals(self, t: int) -> SignalRequest | None:
+        """Dev-set measurements wanted before step t (t == the last step + 1 after the loop):
+        outputs (probabilities, MC-dropout samples) and/or loss and metric. The trainer measures
+        them under no_grad and calls `observe_signals`. QLS, REINFORCE, active_uncertainty."""
+        return None
+
+    def observe_signals(self, t: int, signals: Signals) -> None:
+        """The measurements asked for by `wants_signals(t)`."""
+
+    # --- policies learned before the run (QLS) ----------------------------------------------
+    def learning_plan(self) -> tuple[int, int] | None:
+        """(episodes, steps per episode) of a learning phase to run before training, each
+        episode on a freshly initialised model; None = nothing to learn (the default)."""
+        return None
+
+    def begin_episode(self, episode: int) -> None:
+        """A learning episode starts (fresh model, fresh optimizer)."""
+
+    def end_learning(self, run_dir: Path) -> None:
+        """The learning phase is over: switch to the run phase and save the policy."""
+
+    def load_policy(self, path: Path) -> None:
+        """Use a policy saved by `end_learning` (skipping the learning phase)."""
+        raise NotImplementedError(f"{self.name} saves no policy")
+
+    def learning_status(self) -> str:
+        """One line for the progress display during learning (episode, temperature, reward)."""
+        return ""
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """Write what the run learned and a later run can reuse (a policy, a schedule) into
+        the run directory, atomically. Called once training ends."""
 
     def log_state(self) -> dict[str, Any]:
         """Internal state worth logging at each evaluation (§9.3), JSON-serialisable."""

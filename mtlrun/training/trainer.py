@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mtlrun.training.batches import BatchStream, collate
 from mtlrun.training.evaluate import evaluate
 from mtlrun.training.optimizers import TaskOptimizers
 from mtlrun.training.run_log import RunLog
+from mtlrun.training.signals import SignalMeter
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class Progress:
     best_step: int = 0
     batches_seen: list[int] = field(default_factory=list)
     examples_seen: list[int] = field(default_factory=list)
+    # wall time of dev-set signals (SignalMeter) and of the scheduler's reaction to them
+    signal_seconds: float = 0.0
+    policy_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time of the training loop (evaluations included)
 
 
 class Trainer:
@@ -51,7 +57,11 @@ class Trainer:
         optimizers: TaskOptimizers,
         run_dir: Path,
         device: torch.device,
+        episode: bool = False,
+        display: ProgressDisplay | None = None,
     ) -> None:
+        """`episode=True`: a policy-learning episode (QLS): train only, no evaluation, logs or
+        checkpoints; `display` is then the learning phase's shared progress display."""
         self.cfg = cfg.trainer
         self.grad_clip = cfg.optimizer.grad_clip
         self.tasks = tasks
@@ -77,9 +87,14 @@ class Trainer:
             for k, t in enumerate(tasks)
         ]  # fmt: skip
         self.state = Progress(batches_seen=[0] * len(tasks), examples_seen=[0] * len(tasks))
-        self.log = RunLog(run_dir, self.names)
+        self.episode = episode
+        self.log = None if episode else RunLog(run_dir, self.names)
         self.ckpt_dir = run_dir / "checkpoints"
-        self.display = ProgressDisplay(self.cfg.max_steps, self.names, enabled=self.cfg.progress)
+        self.display = display or ProgressDisplay(
+            self.cfg.max_steps, self.names, enabled=self.cfg.progress
+        )
+        self.meter = SignalMeter(tasks, self.cfg.eval_batch_size, device)
+        self.seed = cfg.seed
 
     # --- the loop -----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -88,6 +103,7 @@ class Trainer:
             self._restore(checkpoint.load(self.ckpt_dir / "last.pt"))
             log.info("resuming %s at step %d", self.run_dir, self.state.step)
         self.log.start(self.state.step if resumed else None)
+        self._clock = time.perf_counter()
         self.model.train()
         with self.display:
             self.display.start(self.state.step)
@@ -95,7 +111,32 @@ class Trainer:
                 self._train_step(t)
                 if (t + 1) % self.cfg.eval_every == 0 or t + 1 == self.cfg.max_steps:
                     self._evaluate(t + 1)
+        self._offer_signals(self.cfg.max_steps)
+        self.scheduler.save_artifacts(self.run_dir)
         return self._final_test()
+
+    def run_episode(self, steps: int) -> None:
+        """One policy-learning episode: `steps` training steps of a fresh model, then the
+        final signals (the episode's last reward)."""
+        self.model.train()
+        began = time.perf_counter()
+        for t in range(steps):
+            self._train_step(t)
+        self._offer_signals(steps)
+        self.state.train_seconds = time.perf_counter() - began
+
+    def _offer_signals(self, t: int) -> None:
+        """Measure what the scheduler wants to see before step t, and time both sides."""
+        request = self.scheduler.wants_signals(t)
+        if request is None:
+            return
+        signals = self.meter.measure(self.model, request, seed=self.seed * 1_000_003 + t)
+        began = time.perf_counter()
+        self.scheduler.observe_signals(t, signals)
+        self.state.policy_seconds += time.perf_counter() - began
+        self.state.signal_seconds += signals.seconds
+        if self.episode:
+            self.display.note(self.scheduler.learning_status())
 
     def _draw(self, t: int) -> list[tuple[int, np.ndarray]]:
         """The step's minibatches as (task, example indices), by step mode (§1.2)."""
@@ -108,6 +149,7 @@ class Trainer:
         return [(k, self.streams[k].take(int(c))) for k, c in enumerate(counts) if c > 0]
 
     def _train_step(self, t: int) -> None:
+        self._offer_signals(t)
         if self.scheduler.wants_loss_probe(t):
             self.scheduler.observe_loss_probe(t, self._probe_losses())
         plan = self._draw(t)
@@ -145,7 +187,8 @@ class Trainer:
             self.scheduler.observe_train(t, {k: v.item() for k, v in losses.items()})
         if kpis:
             self.scheduler.observe_train_kpis(t, {k: v.item() for k, v in kpis.items()})
-        self.log.step(t, [(self.names[k], len(i)) for k, i in plan], self.step_mode)
+        if self.log is not None:
+            self.log.step(t, [(self.names[k], len(i)) for k, i in plan], self.step_mode)
         self.display.advance(self.names[plan[0][0]] if len(plan) == 1 else self.step_mode.value)
 
     @torch.no_grad()
@@ -162,6 +205,9 @@ class Trainer:
 
     def _evaluate(self, step: int) -> None:
         self.state.step = step
+        now = time.perf_counter()
+        self.state.train_seconds += now - self._clock
+        self._clock = now
         evals = [self._eval(k, "dev") for k in range(len(self.tasks))]
         scores = {k: e.score for k, e in enumerate(evals)}
         self.scheduler.observe_eval(step, scores, {k: e.loss for k, e in enumerate(evals)})
@@ -169,12 +215,14 @@ class Trainer:
         weights = self.scheduler.loss_weights(step)
         lr_scales = self.scheduler.lr_scales(step)
         state = self.scheduler.log_state()
+        timing = self._timing() if self.state.signal_seconds else {}
         self.log.flush()
         self.log.metrics([
             {"step": step, "task": self.names[k], "split": "dev",
              "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
              "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
-             "batches_seen": self.state.batches_seen[k], **({"scheduler": state} if state else {})}
+             "batches_seen": self.state.batches_seen[k], **timing,
+             **({"scheduler": state} if state else {})}
             for k, e in enumerate(evals)
         ])  # fmt: skip
         aggregate = float(np.mean([e.score for e in evals]))
@@ -215,7 +263,16 @@ class Trainer:
             },
             "best_step": self.state.best_step,
             "steps": self.cfg.max_steps,
+            "timing": self._timing(),
         }
+
+    def _timing(self) -> dict[str, float]:
+        """Seconds spent training (loop incl. evaluations) and, within it, on signals and on
+        the scheduler's reaction to them (e.g. DQN updates); their share is the overhead."""
+        s = self.state
+        return {"train_seconds": round(s.train_seconds, 3),
+                "signal_seconds": round(s.signal_seconds, 3),
+                "policy_seconds": round(s.policy_seconds, 3)}  # fmt: skip
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, Any]:

@@ -1,0 +1,144 @@
+"""Dev-set signals for the schedulers that observe the model (QLS, REINFORCE, active
+uncertainty): per-row softmax outputs, MC-dropout samples, loss and primary metric over chosen
+dev examples. Computed only when a scheduler asks (`Scheduler.wants_signals`), batched, under
+no_grad, and in a forked torch RNG so that measuring never changes the training run's dropout.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtlrun.models import Batch, MultiTaskModel
+from mtlrun.schedulers import SignalRequest, Signals, TaskOutputs
+from mtlrun.tasks.encode import EncodedTask
+from mtlrun.tasks.spec import Kind
+from mtlrun.training.batches import collate
+from mtlrun.training.metrics import compute_metric
+
+
+def _rows(selection: np.ndarray | None, n: int) -> np.ndarray:
+    return np.arange(n) if selection is None else np.unique(np.asarray(selection, dtype=np.int64))
+
+
+def _batches(examples: np.ndarray, lengths: np.ndarray, size: int) -> list[np.ndarray]:
+    ordered = examples[np.argsort(-lengths[examples], kind="stable")]  # longest first
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+@contextmanager
+def _dropout_only(model: nn.Module):
+    """MC dropout: every module in eval mode except the dropout layers (FANG-CODE's
+    `apply_dropout`), restored afterwards."""
+    was_training = model.training
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _tile(batch: Batch, m: int) -> Batch:
+    """M copies of a batch stacked along the batch axis: one forward pass draws M dropout masks."""
+    return Batch(batch.ids.repeat(m, 1), batch.lengths.repeat(m),
+                 batch.labels.repeat(m, *([1] * (batch.labels.dim() - 1))))  # fmt: skip
+
+
+class SignalMeter:
+    """Answers SignalRequests for one model and its tasks' dev splits."""
+
+    def __init__(self, tasks: list[EncodedTask], batch_size: int, device: torch.device) -> None:
+        self.tasks = tasks
+        self.batch_size = batch_size
+        self.device = device
+
+    @torch.no_grad()
+    def measure(self, model: MultiTaskModel, request: SignalRequest, seed: int) -> Signals:
+        start = time.perf_counter()
+        outputs, scores, losses = {}, {}, {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for k in sorted(set(request.outputs) | set(request.scores)):
+                n = len(self.tasks[k].splits["dev"])
+                out_rows = _rows(request.outputs[k], n) if k in request.outputs else None
+                score_rows = _rows(request.scores[k], n) if k in request.scores else None
+                if request.mc_samples > 0 and out_rows is not None:
+                    outputs[k] = self._mc_outputs(model, k, out_rows, request.mc_samples)
+                    out_rows = None
+                needed = [r for r in (out_rows, score_rows) if r is not None]
+                if not needed:
+                    continue
+                per_example = self._eval_pass(model, k, np.unique(np.concatenate(needed)))
+                if out_rows is not None:
+                    outputs[k] = _task_outputs([per_example[i] for i in out_rows], out_rows)
+                if score_rows is not None:
+                    scores[k], losses[k] = self._score(k, [per_example[i] for i in score_rows])
+        return Signals(outputs, scores, losses, seconds=time.perf_counter() - start)
+
+    def _eval_pass(
+        self, model: MultiTaskModel, k: int, examples: np.ndarray
+    ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """example -> (probs [rows, C], cross-entropy [rows], gold [rows]) in eval mode."""
+        was_training = model.training
+        model.eval()
+        try:
+            return self._forward(model, k, examples, 1)
+        finally:
+            model.train(was_training)
+
+    def _mc_outputs(self, model: MultiTaskModel, k: int, examples: np.ndarray, m: int):
+        with _dropout_only(model):
+            per_example = self._forward(model, k, examples, m)
+        return _task_outputs([per_example[i] for i in examples], examples, mc=True)
+
+    def _forward(self, model, k: int, examples: np.ndarray, m: int) -> dict:
+        """Per example: softmax rows ([rows, C] or, with m > 1, [rows, C, M]), the eval-pass
+        cross-entropy per row and the gold labels. M copies share one forward pass."""
+        split = self.tasks[k].splits["dev"]
+        tagging = self.tasks[k].task.kind == Kind.TAGGING
+        result = {}
+        size = max(1, self.batch_size // m)
+        for index in _batches(examples, split.lengths, size):
+            batch = collate(split, index, tagging, self.device)
+            out = model(k, _tile(batch, m) if m > 1 else batch)
+            probs = torch.softmax(out.example_logits.float(), -1)
+            rows = len(out.example_labels) // m  # rows of one copy
+            probs = probs.reshape(m, rows, -1).permute(1, 2, 0)  # [rows, C, M]
+            probs = probs.cpu().numpy() if m > 1 else probs[..., 0].cpu().numpy()
+            ce = out.example_losses[:rows].cpu().numpy()
+            gold = out.example_labels[:rows].cpu().numpy()
+            counts = (
+                (batch.labels != -100).sum(1).cpu().numpy() if tagging else np.ones(len(index), int)
+            )
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            for j, example in enumerate(index):
+                a, b = bounds[j], bounds[j + 1]
+                result[int(example)] = (probs[a:b], ce[a:b], gold[a:b])
+        return result
+
+    def _score(self, k: int, rows: list[tuple]) -> tuple[float, float]:
+        """The task's primary metric and mean cross-entropy over the given examples."""
+        task = self.tasks[k].task
+        tagging = task.kind == Kind.TAGGING
+        gold = [g if tagging else int(g[0]) for _, _, g in rows]
+        pred = [p.argmax(-1) if tagging else int(p[0].argmax()) for p, _, _ in rows]
+        ce = np.concatenate([c for _, c, _ in rows])
+        return compute_metric(task.metric, gold, pred, task.label_names), float(ce.mean())
+
+
+def _task_outputs(rows: list[tuple], examples: np.ndarray, mc: bool = False) -> TaskOutputs:
+    counts = [len(g) for _, _, g in rows]
+    probs = np.concatenate([p for p, _, _ in rows])
+    return TaskOutputs(
+        example=np.repeat(examples, counts),
+        labels=np.concatenate([g for _, _, g in rows]),
+        probs=None if mc else probs,
+        mc_probs=probs if mc else None,
+    )
