@@ -13,6 +13,7 @@ from mtlrun.schedulers import (  # noqa: F401
     kendall,
     loss_shaping,
     qls,
+    reinforce,
     self_paced,
     static,
 )
