@@ -31,14 +31,13 @@ def test_defaults():
 )
 def test_every_option_composes_and_matches_its_schema_defaults(path):
     group, option = path.parent.name, path.stem
-    extra = ["scheduler.task=sent0"] if option == "single" else []
-    cfg = composed(f"{group}={option}", *extra)
+    required = {"single": {"task": "sent0"}, "fixed_schedule": {"path": "schedule.json"}}
+    given = required.get(option, {})
+    cfg = composed(f"{group}={option}", *(f"scheduler.{k}={v}" for k, v in given.items()))
     obj = getattr(validate(cfg), group)
     if group == "scheduler" and option in SCHEDULERS:
         # the YAML repeats the dataclass defaults for readers; they must not drift apart
-        assert asdict(obj) == asdict(
-            SCHEDULERS[option].Config(**({"task": "sent0"} if extra else {}))
-        )
+        assert asdict(obj) == asdict(SCHEDULERS[option].Config(**given))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 # importing a family module registers its schedulers
 from mtlrun.schedulers import (  # noqa: F401
+    active_uncertainty,
     autosem,
     dtp,
     dwa,

@@ -39,6 +39,7 @@ from mtlrun.schedulers.base import (
 from mtlrun.schedulers.baselines import check_baselines_value, load_baselines
 from mtlrun.schedulers.dqn import DQN, bge_index, temperature, zscore
 from mtlrun.schedulers.registry import register
+from mtlrun.schedulers.uncertainty import histogram, row_uncertainty
 from mtlrun.training import checkpoint
 
 log = logging.getLogger(__name__)
@@ -53,20 +54,23 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
 
 @dataclass
 class QLSConfig(SchedulerConfig):
+    """Defaults = the practical preset (conf/scheduler/qls.yaml); qls_faithful.yaml has the
+    paper's budget."""
+
     name: str = "qls"
     policy: str | None = None  # a saved policy.pt: skip learning, run it greedily
     # learning budget (§6.3.1 / §6.3.7)
-    episodes: int = 100  # MTL resets in the learning phase (T_total / T_reset)
-    episode_steps: int | None = 10_000  # steps between MTL resets (T_reset); null = max_steps
-    decision_every: int = 1  # D: training steps per decision
+    episodes: int = 3  # MTL resets in the learning phase (T_total / T_reset); paper 100
+    episode_steps: int | None = None  # steps between MTL resets (T_reset); null = max_steps
+    decision_every: int = 100  # D: training steps per decision; paper 1
     # state (§6.3.2)
     uncertainty: str = "margin"  # margin | least_conf | entropy
     n_bins: int = 20
     state_subset: str = "hard"  # hard (n_h hardest dev examples, fixed) | all
-    hard_examples: int = 128  # n_h
-    hard_after_steps: int = 1000  # H_k from the MTL model after this many steps of episode 0
+    hard_examples: int = 16  # n_h (qls_faithful: 128)
+    hard_after_steps: int = 250  # H_k from the MTL model after this many steps of episode 1
     # reward (§6.3.3)
-    reward_examples: int | None = None  # dev examples per task for V_k and s_k; null = all
+    reward_examples: int | None = 32  # dev examples per task for V_k and s_k; null = all
     punishment: float = -10.0
     punish_ratio: float = 0.95
     punish_after_steps: int = 0  # mute the punishment for the first steps of every episode
@@ -75,12 +79,12 @@ class QLSConfig(SchedulerConfig):
     target: str = "dqn"  # dqn (max over a') | sarsa (the next action taken)
     q_hidden: int = 256
     q_optimizer: str = "adam"  # adam | rmsprop (Mnih et al. 2013)
-    q_lr: float = 1e-4
+    q_lr: float = 1e-3
     q_grad_clip: float = 10.0
     replay_size: int = 100_000
     replay_batch: int = 32
-    learning_starts: int = 1000  # transitions in the buffer before the first update
-    target_sync: int = 1000  # gradient steps between hard target copies; 0 = no target network
+    learning_starts: int = 32  # transitions in the buffer before the first update
+    target_sync: int = 25  # gradient steps between hard target copies; 0 = no target network
     # exploration (§6.3.5)
     q_normalization: str = "zscore"  # zscore | none
     tau0: float = 10.0
@@ -265,7 +269,7 @@ class QLS(Scheduler):
 
     # --- state and reward ---------------------------------------------------------------------
     def _zeta(self, probs: np.ndarray) -> np.ndarray:
-        return _row_uncertainty(probs, self.cfg.uncertainty)
+        return row_uncertainty(probs, self.cfg.uncertainty)
 
     def _hardest(self, signals: Signals, k: int) -> np.ndarray:
         """H_k: the n_h dev examples with the largest uncertainty (tagging: mean over tokens)."""
@@ -284,7 +288,7 @@ class QLS(Scheduler):
             probs = out.probs
             if self.hard is not None and self.cfg.state_subset == "hard":
                 probs = probs[np.isin(out.example, self.hard[k])]
-            parts.append(_histogram(self._zeta(probs), self.cfg.n_bins))
+            parts.append(histogram(self._zeta(probs), self.cfg.n_bins))
         return np.concatenate(parts).astype(np.float32)
 
     def reward(self, signals: Signals, t: int) -> float:
@@ -390,14 +394,3 @@ def qls_reward(
     if active and baselines is not None and scores.mean() < ratio * baselines.mean():
         return float(punishment)
     return float(-losses.sum())
-
-
-# TEMPORARY until schedulers/uncertainty.py lands
-def _row_uncertainty(probs, kind):
-    p = np.sort(probs, axis=1)[:, ::-1]
-    return 1 - p[:, 0] + p[:, 1]
-
-
-def _histogram(values, n_bins):
-    counts, _ = np.histogram(values, bins=n_bins, range=(0, 1))
-    return counts / max(len(values), 1)
