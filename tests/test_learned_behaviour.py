@@ -54,7 +54,12 @@ def test_qls_avoids_the_random_label_task(tmp_path):
 
 @pytest.mark.slow
 def test_active_uncertainty_samples_the_random_label_task_less(tmp_path):
-    overrides = ["scheduler=active_uncertainty", "scheduler.every=20"]
+    """Per-example BALD: a model that learns nothing from random labels agrees with itself
+    under dropout there (aleatoric, not epistemic uncertainty). The reference estimator
+    (batchbald_ref, the default) adds the history's conditional entropies to every score
+    (§7 note), which at this scale puts every task near u = 3.1 and p within 0.01 of uniform."""
+    overrides = ["scheduler=active_uncertainty", "scheduler.every=20",
+                 "scheduler.estimator=bald_mean"]  # fmt: skip
     shares = [
         step_share(run(tmp_path, "au", overrides, s), RANDOM_TASK, from_step=20) for s in SEEDS
     ]
