@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,18 @@ def mtlrun(args: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     if check and proc.returncode != 0:
         raise AssertionError(f"mtlrun {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def kill_when(args: list[str], cwd: Path, run_dir: Path, marker: Path) -> None:
+    """Start `mtlrun *args` in run_dir and SIGKILL it as soon as `marker` exists."""
+    exe = Path(sys.executable).with_name("mtlrun")
+    proc = subprocess.Popen([str(exe), *args, f"hydra.run.dir={run_dir}"], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture

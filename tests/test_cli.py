@@ -1,15 +1,9 @@
 """End to end through the installed `mtlrun` command, as a user runs it."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import TINY, mtlrun
+from conftest import TINY, kill_when, mtlrun
 
 pytestmark = pytest.mark.slow
 
@@ -78,15 +72,8 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path, cache_dir)
     mtlrun([*args, f"hydra.run.dir={full}"], cwd=tmp_path)
 
     killed = tmp_path / "killed"
-    exe = Path(sys.executable).with_name("mtlrun")
-    proc = subprocess.Popen([str(exe), *args, f"hydra.run.dir={killed}"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     last = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(args, tmp_path, killed, last)
     assert last.exists() and not (killed / "results.json").exists(), "the run was not cut short"
 
     mtlrun([f"trainer.resume={killed}", cache_dir, f"hydra.run.dir={tmp_path / 'resume-log'}"],

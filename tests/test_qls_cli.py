@@ -2,16 +2,10 @@
 phase."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, mtlrun
+from conftest import TINY, kill_when, mtlrun
 from test_cli import scores_of
 
 QLS_TINY = ["scheduler=qls", "scheduler.episodes=2", "scheduler.decision_every=10",
@@ -64,15 +58,8 @@ def test_resume_a_killed_learning_phase(tmp_path, cache_dir):
     mtlrun([*args, f"hydra.run.dir={full}"], cwd=tmp_path)
 
     killed = tmp_path / "killed"
-    exe = Path(sys.executable).with_name("mtlrun")
-    proc = subprocess.Popen([str(exe), *args, f"hydra.run.dir={killed}"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     learn = killed / "checkpoints" / "learn.pt"
-    deadline = time.time() + 120
-    while not learn.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(args, tmp_path, killed, learn)
     assert learn.exists() and not (killed / "policy.pt").exists(), "not killed while learning"
 
     mtlrun([f"trainer.resume={killed}", cache_dir, f"hydra.run.dir={tmp_path / 'log'}"],

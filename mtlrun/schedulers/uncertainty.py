@@ -32,11 +32,16 @@ _TINY32 = np.finfo(np.float32).tiny
 
 
 # --- per-row measures of one softmax output (§6.3.2) ------------------------------------------
-def _check_probs(probs: np.ndarray) -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"probs must be [N, C] (got shape {p.shape})")
+def _array(values: np.ndarray, shape: str) -> np.ndarray:
+    """float64 array with as many axes as `shape` names (e.g. "[N, C]"), else ValueError."""
+    p = np.asarray(values, dtype=np.float64)
+    if p.ndim != shape.count(",") + 1:
+        raise ValueError(f"expected {shape} (got shape {p.shape})")
     return p
+
+
+def _check_probs(probs: np.ndarray) -> np.ndarray:
+    return _array(probs, "probs [N, C]")
 
 
 def margin(probs: np.ndarray) -> np.ndarray:
@@ -117,10 +122,7 @@ def histogram_state(
 
 # --- epistemic measures over MC-dropout passes (§7) -------------------------------------------
 def _check_mc(mc_probs: np.ndarray) -> np.ndarray:
-    p = np.asarray(mc_probs, dtype=np.float64)
-    if p.ndim != 3:
-        raise ValueError(f"mc_probs must be [N, C, M] (got shape {p.shape})")
-    return p
+    return _array(mc_probs, "mc_probs [N, C, M]")
 
 
 def conditional_entropy(mc_probs: np.ndarray) -> np.ndarray:
