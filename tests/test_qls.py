@@ -260,3 +260,24 @@ def test_faithful_preset_values():
         1_000_000, 10_000, 1)  # fmt: skip
     assert (s.gamma, s.n_bins, s.punishment, s.punish_ratio) == (0.99, 20, -10.0, 0.95)
     assert replace(s, name="qls").uncertainty == "margin"
+
+
+def test_sarsa_stores_the_next_action_taken():
+    qls = make(state_subset="all", target="sarsa")
+    probs = [np.tile([[0.6, 0.4]], (10, 1))] * 2
+    for t in (0, 5, 10):
+        qls.observe_signals(t, signals_for(qls, probs))
+    taken = qls.dqn.replay.actions[:2]
+    assert qls.dqn.replay.next_actions[0] == taken[1]
+    assert qls.dqn.replay.next_actions[1] == qls.current
+
+
+def test_without_a_target_network_the_target_is_q_itself():
+    cfg = QLS.Config(q_hidden=8, learning_starts=1, replay_batch=2, target_sync=0)
+    dqn = DQN(2, 2, cfg, seed=1)
+    assert dqn.target is None
+    s = np.ones(2, np.float32)
+    dqn.replay.add(s, 0, -1.0, s, 0, False)
+    before = dqn.values(s)
+    assert dqn.update(np.random.default_rng(0)) is not None
+    assert not np.allclose(before, dqn.values(s))

@@ -130,7 +130,7 @@ class DQN:
         r = self.replay
         s, s_next = torch.from_numpy(r.states[i]), torch.from_numpy(r.next_states[i])
         with torch.no_grad():  # Mnih 2013 without a target network: Q's current parameters
-            q_next = (self.target or self.q)(s_next).numpy()
+            q_next = (self.q if self.target is None else self.target)(s_next).numpy()
         if cfg.target == "sarsa":
             next_q = q_next[np.arange(len(i)), r.next_actions[i]]
         else:

@@ -236,7 +236,8 @@ class QLS(Scheduler):
             self.current = int(np.argmax(self.last_q))  # greedy, ties to the lowest index
             return
         done = t >= self.episode_steps
-        if self.previous is not None:
+        stored = self.previous is not None
+        if stored:
             reward = self.reward(signals, t)
             if not math.isfinite(reward):  # §6.3.9: a diverged MTL model
                 reward, done = self.cfg.punishment, True
@@ -244,14 +245,15 @@ class QLS(Scheduler):
             self.episode_return += reward
             prev_state, prev_action = self.previous
             self.dqn.replay.add(prev_state, prev_action, reward, state, prev_action, done)
+        sarsa = self.cfg.target == "sarsa"
+        if stored and not sarsa:  # §6.3.8 order: update, then choose with the updated Q
             self.dqn.update(self.rng)
-        if done or t >= self.episode_steps:
-            self.current, self.previous = None, None
-            return
-        self.current = self.explore(state)
-        if self.previous is not None and self.cfg.target == "sarsa":
-            self.dqn.replay.set_next_action(self.current)
-        self.previous = (state, self.current)
+        self.current = None if done else self.explore(state)
+        if stored and sarsa:  # SARSA's target needs the action taken in S' first
+            if self.current is not None:
+                self.dqn.replay.set_next_action(self.current)
+            self.dqn.update(self.rng)
+        self.previous = None if done else (state, self.current)
 
     def explore(self, state: np.ndarray) -> int:
         """Boltzmann–Gumbel exploration on (z-scored) Q-values, τ annealed over decisions."""
