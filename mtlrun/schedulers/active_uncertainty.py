@@ -25,6 +25,7 @@ from mtlrun.schedulers.base import (
     Signals,
     StepMode,
     TaskInfo,
+    inverse_cdf,
     to_probabilities,
 )
 from mtlrun.schedulers.registry import register
@@ -53,9 +54,7 @@ def smooth(previous: np.ndarray | None, estimate: np.ndarray, rho: float, form: 
 def draw_tasks(p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """§7 (c): n i.i.d. draws from Categorical(p) (their counts are Multinomial(n, p)), by
     inverse CDF; zero-probability tasks are never drawn."""
-    cdf = np.cumsum(np.asarray(p, dtype=np.float64))
-    draws = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
-    return np.minimum(draws, len(cdf) - 1).astype(np.int64)
+    return inverse_cdf(np.cumsum(np.asarray(p, dtype=np.float64)), rng.random(n)).astype(np.int64)
 
 
 def union_order(n_batches: list[int], n: int, rng: np.random.Generator) -> np.ndarray:

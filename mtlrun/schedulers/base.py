@@ -103,6 +103,12 @@ def scheduler_rng(seed: int, scheduler_name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(scheduler_name.encode())])
 
 
+def inverse_cdf(cdf: np.ndarray, u: float | np.ndarray) -> np.ndarray:
+    """Categorical draws from uniforms u in [0, 1) by inverse CDF (one uniform per draw).
+    side="right" skips zero-probability tasks; the clip guards cdf[-1] < 1 by rounding."""
+    return np.minimum(np.searchsorted(cdf, np.asarray(u) * cdf[-1], side="right"), len(cdf) - 1)
+
+
 def to_probabilities(weights: np.ndarray) -> np.ndarray:
     """§1.4.2: clip negatives to 0 and normalise; uniform on non-finite weights or zero mass."""
     w = np.asarray(weights, dtype=np.float64)
@@ -154,8 +160,7 @@ class Scheduler:
     def next_task(self, t: int) -> int:
         """Draw from `task_distribution(t)` by inverse CDF (one uniform draw per step)."""
         cdf = self._cdf if self._cdf is not None else np.cumsum(self.task_distribution(t))
-        # side="right" skips zero-probability tasks; min() guards cdf[-1] < 1 by rounding.
-        return min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), self.K - 1)
+        return int(inverse_cdf(cdf, self.rng.random()))
 
     def mixed_counts(self, t: int, batch_size: int) -> np.ndarray:
         """MIXED mode: how many of the batch's examples each task gets (each draws its task)."""

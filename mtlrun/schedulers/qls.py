@@ -37,7 +37,7 @@ from mtlrun.schedulers.base import (
     TaskInfo,
 )
 from mtlrun.schedulers.baselines import check_baselines_value, load_baselines
-from mtlrun.schedulers.dqn import DQN, bge_index, temperature, zscore
+from mtlrun.schedulers.dqn import DQN, ReplayBuffer, bge_index, temperature, zscore
 from mtlrun.schedulers.registry import register
 from mtlrun.schedulers.uncertainty import histogram, row_uncertainty
 from mtlrun.training import checkpoint
@@ -175,12 +175,17 @@ class QLS(Scheduler):
     def end_learning(self, run_dir: Path) -> None:
         self.learning = False
         self.current, self.previous = None, None
-        self.dqn.replay = type(self.dqn.replay)(1, self.K * self.cfg.n_bins)  # free the memory
+        self.dqn.replay = ReplayBuffer(1, self.K * self.cfg.n_bins)  # free the memory
         self.save_policy(run_dir / "policy.pt")
 
+    def tau(self) -> float:
+        """The exploration temperature at the current decision count (§6.3.5)."""
+        c = self.cfg
+        return temperature(self.decisions, self.total_decisions, c.tau0, c.tau_min,
+                           c.anneal_fraction)  # fmt: skip
+
     def learning_status(self) -> str:
-        tau = temperature(self.decisions, self.total_decisions, self.cfg.tau0, self.cfg.tau_min,
-                          self.cfg.anneal_fraction)  # fmt: skip
+        tau = self.tau()
         reward = "-" if self.last_reward is None else f"{self.last_reward:.3f}"
         return f"episode {self.episode + 1} τ {tau:.3g} reward {reward}"
 
@@ -191,11 +196,9 @@ class QLS(Scheduler):
         return self.current
 
     def task_distribution(self, t: int) -> np.ndarray:
-        p = np.zeros(self.K)
         if self.current is None:
             return np.full(self.K, 1.0 / self.K)
-        p[self.current] = 1.0
-        return p
+        return np.eye(self.K)[self.current]
 
     def wants_signals(self, t: int) -> SignalRequest | None:
         """Learning: every D steps of an episode and at its end (the last reward). Running:
@@ -261,9 +264,8 @@ class QLS(Scheduler):
         q = self.dqn.values(state)
         self.last_q = q
         q = zscore(q) if cfg.q_normalization == "zscore" else q
-        tau = temperature(self.decisions, self.total_decisions, cfg.tau0, cfg.tau_min,
-                          cfg.anneal_fraction)  # fmt: skip
-        index = bge_index(q, self.action_counts, self.rng.gumbel(size=self.K), tau, cfg.bge_c)
+        index = bge_index(q, self.action_counts, self.rng.gumbel(size=self.K), self.tau(),
+                          cfg.bge_c)  # fmt: skip
         action = int(np.argmax(index))
         self.action_counts[action] += 1
         self.decisions += 1

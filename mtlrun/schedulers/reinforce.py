@@ -36,6 +36,7 @@ from mtlrun.schedulers.base import (
     Signals,
     StepMode,
     TaskInfo,
+    inverse_cdf,
     to_probabilities,
 )
 from mtlrun.schedulers.registry import register
@@ -341,9 +342,8 @@ class ReinforcePolicy(Scheduler):
         n_primary = int(np.count_nonzero((u >= eps) & (u < gamma)))
         n_policy = batch_size - n_uniform - n_primary
         uniform = np.bincount(self.rng.integers(0, self.K, n_uniform), minlength=self.K)
-        cdf = np.cumsum(self.policy(t))
-        drawn = np.searchsorted(cdf, self.rng.random(n_policy) * cdf[-1], side="right")
-        policy = np.bincount(np.minimum(drawn, self.K - 1), minlength=self.K)
+        drawn = inverse_cdf(np.cumsum(self.policy(t)), self.rng.random(n_policy))
+        policy = np.bincount(drawn, minlength=self.K)
         counts = uniform + policy
         counts[self.primary] += n_primary
         self._record(counts if self.cfg.include_exploration_actions else policy, batch_size)
@@ -365,10 +365,7 @@ class ReinforcePolicy(Scheduler):
         elif explored:
             k = self.primary
         else:
-            cdf = np.cumsum(self.policy(t))
-            k = min(
-                int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), self.K - 1
-            )
+            k = int(inverse_cdf(np.cumsum(self.policy(t)), self.rng.random()))
         one = np.zeros(self.K)
         if self.cfg.include_exploration_actions or not explored:
             one[k] = 1.0

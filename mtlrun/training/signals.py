@@ -31,14 +31,15 @@ def _batches(examples: np.ndarray, lengths: np.ndarray, size: int) -> list[np.nd
 
 
 @contextmanager
-def _dropout_only(model: nn.Module):
-    """MC dropout: every module in eval mode except the dropout layers (FANG-CODE's
-    `apply_dropout`), restored afterwards."""
+def _inference(model: nn.Module, dropout: bool):
+    """Eval mode; with `dropout`, MC dropout: every module in eval mode except the dropout
+    layers (FANG-CODE's `apply_dropout`). The training mode is restored afterwards."""
     was_training = model.training
     model.eval()
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            m.train()
+    if dropout:
+        for m in model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.train()
     try:
         yield
     finally:
@@ -86,15 +87,11 @@ class SignalMeter:
         self, model: MultiTaskModel, k: int, examples: np.ndarray
     ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """example -> (probs [rows, C], cross-entropy [rows], gold [rows]) in eval mode."""
-        was_training = model.training
-        model.eval()
-        try:
+        with _inference(model, dropout=False):
             return self._forward(model, k, examples, 1)
-        finally:
-            model.train(was_training)
 
     def _mc_outputs(self, model: MultiTaskModel, k: int, examples: np.ndarray, m: int):
-        with _dropout_only(model):
+        with _inference(model, dropout=True):
             per_example = self._forward(model, k, examples, m)
         return _task_outputs([per_example[i] for i in examples], examples, mc=True)
 
