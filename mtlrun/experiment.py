@@ -76,7 +76,8 @@ def prepare(c: Any) -> Prepared:
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = device_for(c.hardware)
     tasks = select_tasks(
-        load_tasks(c.tasks, c.seed), scheduler_class(c.scheduler.name).task_subset(c.scheduler)
+        load_tasks(c.tasks, c.seed, c.data_dir),
+        scheduler_class(c.scheduler.name).task_subset(c.scheduler),
     )
     tokenizer, encoded = encode_tasks(tasks, c.model.vocab, c.model.max_length, c.cache_dir)
     ids = tokenizer.get_vocab()

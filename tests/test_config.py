@@ -73,8 +73,10 @@ def test_uniform_sampling_is_the_spec_name_of_uniform():
     assert validate(composed("scheduler=uniform_sampling")).scheduler.name == "uniform"
 
 
-def test_data_dir_interpolates_into_task_paths():
+def test_task_paths_are_under_data_dir_and_absolute_ones_stand():
+    from mtlrun.tasks.sources import local_dir
+
     cfg = composed("tasks=multidomain16", "data_dir=/some/where")
-    assert (
-        OmegaConf.to_container(cfg, resolve=True)["tasks"]["path"] == "/some/where/fdu_mtl_16domain"
-    )
+    assert str(local_dir(cfg.data_dir, cfg.tasks.path)) == "/some/where/fdu_mtl_16domain"
+    assert str(local_dir(None, "/abs/md16")) == "/abs/md16"
+    assert local_dir(None, cfg.tasks.path) is None  # no data_dir: the hub

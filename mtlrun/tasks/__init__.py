@@ -10,11 +10,12 @@ from mtlrun.tasks.synthetic import load_synthetic
 __all__ = ["Kind", "Metric", "Split", "Task", "load_tasks"]
 
 
-def load_tasks(cfg, seed: int) -> list[Task]:
-    """The task suite named by `cfg.tasks.name` (a `tasks=` config group option)."""
+def load_tasks(cfg, seed: int, data_dir: str | None = None) -> list[Task]:
+    """The task suite of a `tasks=` config group option; real data from `data_dir`, or from
+    the Hugging Face hub when it is null."""
     name = cfg.name
     if name == "synthetic":
         return load_synthetic(cfg, seed)
     if name == "multidomain16":
-        return load_multidomain16(cfg)
+        return load_multidomain16(cfg, data_dir)
     raise ConfigError(f"unknown task suite {name!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtlrun.errors import DataError
+from mtlrun.tasks.sources import local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
 from mtlrun.tasks.text_files import find_file, read_lines, split_tokens
 
@@ -63,8 +64,12 @@ def load_domain(directory: Path, domain: str, dev_size: int) -> Task:
     )
 
 
-def load_multidomain16(cfg) -> list[Task]:
-    directory = Path(cfg.path).expanduser()
+def load_multidomain16(cfg, data_dir: str | None) -> list[Task]:
+    directory = local_dir(data_dir, cfg.path)
+    if directory is None:
+        raise DataError(
+            f"multidomain16 has no Hugging Face hub copy: set data_dir=...; {HOW_TO_GET}"
+        )
     if not directory.is_dir():
         raise DataError(f"no 16-domain sentiment data: {directory} does not exist; {HOW_TO_GET}")
     return [load_domain(directory, domain, cfg.dev_size) for domain in cfg.domains]

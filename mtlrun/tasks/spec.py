@@ -8,6 +8,7 @@ from enum import StrEnum
 
 class Kind(StrEnum):
     CLASSIFICATION = "classification"  # one label per text
+    PAIR_CLASSIFICATION = "pair_classification"  # one label per pair of texts (NLI, paraphrase)
     TAGGING = "tagging"  # one label per token
 
 
@@ -15,17 +16,32 @@ class Metric(StrEnum):
     ACCURACY = "accuracy"
     SPAN_F1 = "f1"  # entity-level F1 over BIO spans (seqeval)
     TOKEN_ACCURACY = "token_accuracy"  # for tag sets without spans (POS)
+    BINARY_F1 = "binary_f1"  # F1 of the positive class (label 1) of a binary task (MRPC)
+    ROC_AUC = "roc_auc"  # area under the ROC curve of label 1's probability (binary tasks)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return True  # every metric so far; a loss-like metric would return False
 
 
 @dataclass
 class Split:
-    """Examples of one split. `labels[i]` is an int (classification) or a list of ints (tagging)."""
+    """Examples of one split. `labels[i]` is an int (classification) or a list of ints (tagging);
+    pair tasks hold the second text of each pair in `pair`."""
 
     tokens: list[list[str]]
     labels: list
+    pair: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
         assert len(self.tokens) == len(self.labels)
+        assert self.pair is None or len(self.pair) == len(self.tokens)
+
+    def subset(self, index) -> Split:
+        """The examples at positions `index`, in that order."""
+        pick = lambda xs: [xs[i] for i in index]  # noqa: E731
+        return Split(pick(self.tokens), pick(self.labels),
+                     None if self.pair is None else pick(self.pair))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -42,6 +58,9 @@ class Task:
     test: Split
     # what produced the data (file paths and stat, or generator settings): keys the token cache
     fingerprint: dict = field(default_factory=dict)
+    primary: bool = False  # the target task of a target + auxiliary suite (SEED-002)
+    # metrics reported besides the primary one (SEED-004 reports ROC-AUC, accuracy and F1)
+    extra_metrics: list[Metric] = field(default_factory=list)
 
     @property
     def num_labels(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,3 +46,12 @@ def split_tokens(text: str) -> list[str]:
     """Split pre-tokenised text on ASCII spaces and tabs only (str.split() would also cut at
     0x85 and 0xA0, which are characters inside tokens in these corpora)."""
     return [t for t in text.replace("\t", " ").split(" ") if t]
+
+
+_WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
+
+
+def word_tokens(text: str) -> list[str]:
+    """Words and punctuation marks of raw text (GLUE, XNLI): what the word-level LSTM vocabulary
+    sees. Subword models get the same words and split them further."""
+    return _WORD.findall(text)
