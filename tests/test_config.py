@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 
 from mtlrun.config import register_configs, validate
 from mtlrun.errors import ConfigError
