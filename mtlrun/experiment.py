@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import validate
 from mtlrun.errors import ConfigError
-from mtlrun.models import build_model
+from mtlrun.models import build_model, uses_subwords
 from mtlrun.report.results import print_results, write_results
 from mtlrun.schedulers import (
     Scheduler,
@@ -26,7 +26,7 @@ from mtlrun.schedulers import (
     scheduler_class,
 )
 from mtlrun.tasks import Task, load_tasks
-from mtlrun.tasks.encode import EncodedTask, encode_tasks
+from mtlrun.tasks.encode import EncodedTask, WordEncoder, encode_tasks
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.policy_learning import learn_policy
 from mtlrun.training.trainer import Trainer
@@ -65,7 +65,7 @@ class Prepared:
 
     tasks: list[Task]
     encoded: list[EncodedTask]
-    vocab: list[str]
+    vocab: list[str] | None  # word vocabulary (None: the model's own subwords)
     scheduler: Scheduler
     step_mode: StepMode
     device: torch.device
@@ -79,14 +79,20 @@ def prepare(c: Any) -> Prepared:
         load_tasks(c.tasks, c.seed, c.data_dir),
         scheduler_class(c.scheduler.name).task_subset(c.scheduler),
     )
-    tokenizer, encoded = encode_tasks(tasks, c.model.vocab, c.model.max_length, c.cache_dir)
-    ids = tokenizer.get_vocab()
-    vocab = sorted(ids, key=ids.get)  # words in id order
+    if uses_subwords(c.model):
+        from mtlrun.tasks.subwords import SubwordEncoder
+
+        encoded, vocab = encode_tasks(tasks, SubwordEncoder(c.model.name, c.model.max_length),
+                                      c.cache_dir), None  # fmt: skip
+    else:
+        words = WordEncoder(c.model.vocab, c.model.max_length)
+        encoded, vocab = encode_tasks(tasks, words, c.cache_dir), words.vocab
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
                  n_train_batches=-(-len(t.splits["train"]) // c.trainer.batch_size),
                  metric_name=t.task.metric.value, loss_kind=t.task.kind.value,
-                 num_labels=t.task.num_labels, n_dev=len(t.splits["dev"]))
+                 num_labels=t.task.num_labels, n_dev=len(t.splits["dev"]),
+                 is_primary=t.task.primary)
         for t in encoded
     ]  # fmt: skip
     scheduler = build_scheduler(c.scheduler, infos, c.trainer.max_steps, c.seed)
@@ -103,15 +109,16 @@ def make_trainer(
     optimizers = TaskOptimizers(
         c.optimizer,
         shared=list(model.encoder.parameters()),
-        heads=[list(h.parameters()) for h in model.heads],
+        heads=[model.task_parameters(k) for k in range(len(model.heads))],
         extra=p.scheduler.extra_parameters(),
         layout=layout,
         scale_mode=scale_mode,
     )
     if not episode:
-        log.info("%d tasks (%s), %d vocabulary words, %d parameters, scheduler %s (%s step "
-                 "mode, %s optimizer layout)", len(p.tasks), ", ".join(t.name for t in p.tasks),
-                 len(p.vocab), sum(q.numel() for q in model.parameters()), c.scheduler.name,
+        words = f"{len(p.vocab)} vocabulary words" if p.vocab else f"model {c.model.name}"
+        log.info("%d tasks (%s), %s, %d parameters, scheduler %s (%s step mode, %s optimizer "
+                 "layout)", len(p.tasks), ", ".join(t.name for t in p.tasks), words,
+                 sum(q.numel() for q in model.parameters()), c.scheduler.name,
                  p.step_mode.value, layout)  # fmt: skip
     return Trainer(c, p.encoded, model, p.scheduler, p.step_mode, optimizers, run_dir, p.device,
                    episode=episode, display=display)  # fmt: skip

@@ -1,7 +1,7 @@
 import numpy as np
 
 from mtlrun.config import VocabConfig
-from mtlrun.tasks.encode import encode_tasks
+from mtlrun.tasks.encode import WordEncoder, encode_tasks
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
 
 
@@ -15,8 +15,14 @@ def toy_tasks():
     return [cls, tag]
 
 
+def _encode(vocab_cfg, max_length, cache_dir):
+    words = WordEncoder(vocab_cfg, max_length)
+    encoded = encode_tasks(toy_tasks(), words, cache_dir)
+    return words.tokenizer, encoded
+
+
 def test_vocab_from_training_data_with_unknown_words(tmp_path):
-    tok, enc = encode_tasks(toy_tasks(), VocabConfig(), 3, tmp_path)
+    tok, enc = _encode(VocabConfig(), 3, tmp_path)
     vocab = tok.get_vocab()
     assert vocab["[PAD]"] == 0 and vocab["[UNK]"] == 1 and vocab["a"] == 2  # most frequent first
     dev = enc[0].splits["dev"]
@@ -28,32 +34,32 @@ def test_vocab_from_training_data_with_unknown_words(tmp_path):
 
 
 def test_min_freq(tmp_path):
-    tok, _ = encode_tasks(toy_tasks(), VocabConfig(min_freq=2), 100, tmp_path)
+    tok, _ = _encode(VocabConfig(min_freq=2), 100, tmp_path)
     assert set(tok.get_vocab()) == {"[PAD]", "[UNK]", "a", "b", "c", "d"} - {"d"}
 
 
 def test_second_run_reads_the_cache(tmp_path):
-    _, first = encode_tasks(toy_tasks(), VocabConfig(), 100, tmp_path)
+    _, first = _encode(VocabConfig(), 100, tmp_path)
     entries = list((tmp_path / "encoded").iterdir())
     assert len(entries) == 1
     # a cache hit reads the files: a marked entry proves it is used
     dev = first[0].splits["dev"]
     np.savez(entries[0] / "cls.dev.npz", ids=dev.ids + 7, offsets=dev.offsets, labels=dev.labels)
-    _, second = encode_tasks(toy_tasks(), VocabConfig(), 100, tmp_path)
+    _, second = _encode(VocabConfig(), 100, tmp_path)
     assert second[0].splits["dev"].ids.tolist() == (dev.ids + 7).tolist()
 
 
 def test_damaged_cache_entry_is_rebuilt(tmp_path):
-    _, first = encode_tasks(toy_tasks(), VocabConfig(), 100, tmp_path)
+    _, first = _encode(VocabConfig(), 100, tmp_path)
     entry = next((tmp_path / "encoded").iterdir())
     (entry / "cls.dev.npz").write_bytes(b"garbage")
-    _, second = encode_tasks(toy_tasks(), VocabConfig(), 100, tmp_path)
+    _, second = _encode(VocabConfig(), 100, tmp_path)
     assert second[0].splits["dev"].ids.tolist() == first[0].splits["dev"].ids.tolist()
 
 
 def test_cache_round_trip_is_identical(tmp_path):
-    _, first = encode_tasks(toy_tasks(), VocabConfig(), 100, tmp_path)
-    _, second = encode_tasks(toy_tasks(), VocabConfig(), 100, tmp_path)
+    _, first = _encode(VocabConfig(), 100, tmp_path)
+    _, second = _encode(VocabConfig(), 100, tmp_path)
     for a, b in zip(first, second, strict=True):
         for s in ("train", "dev", "test"):
             for field in ("ids", "offsets", "labels"):
@@ -61,6 +67,6 @@ def test_cache_round_trip_is_identical(tmp_path):
 
 
 def test_different_inputs_use_different_cache_entries(tmp_path):
-    encode_tasks(toy_tasks(), VocabConfig(), 100, tmp_path)
-    encode_tasks(toy_tasks(), VocabConfig(), 50, tmp_path)
+    _encode(VocabConfig(), 100, tmp_path)
+    _encode(VocabConfig(), 50, tmp_path)
     assert len(list((tmp_path / "encoded").iterdir())) == 2

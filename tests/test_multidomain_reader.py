@@ -65,7 +65,7 @@ def test_bad_label_is_malformed(tmp_path):
 def test_missing_directory_says_where_and_how(tmp_path):
     cfg = MultiDomain16Config(path=str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match=r"nowhere does not exist.*download_data\.py"):
-        load_multidomain16(cfg)
+        load_multidomain16(cfg, None)
 
 
 def test_missing_file_is_named(tmp_path):

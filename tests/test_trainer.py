@@ -27,7 +27,7 @@ def test_batch_accuracy_reaches_kpi_schedulers(tmp_path):
     before = copy.deepcopy(tr.model)  # the KPI is the accuracy of the model that took the step
     tr._train_step(0)
     out = before(k, collate(tr.tasks[k].splits["train"], index, tr.tagging[k], tr.device))
-    accuracy = (out.example_logits.argmax(-1) == out.example_labels).float().mean().item()
+    accuracy = (out.example_log_probs.argmax(-1) == out.example_labels).float().mean().item()
     assert tr.scheduler.kappa[k] == pytest.approx(accuracy)  # the first KPI is taken as is
 
 

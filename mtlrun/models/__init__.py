@@ -1,22 +1,34 @@
-"""Models: shared encoders and per-task heads. `build_model` picks the encoder by `model.name`."""
+"""Models: shared encoders and per-task heads. `build_model` picks the encoder by the `model=`
+schema: a word-level (bi)LSTM, or a pretrained Hugging Face encoder."""
 
 from __future__ import annotations
 
 import torch
 
-from mtlrun.errors import ConfigError
-from mtlrun.models.embeddings import build_embedding
-from mtlrun.models.lstm import LSTMEncoder
 from mtlrun.models.multitask import Batch, MultiTaskModel, Output
 from mtlrun.tasks.spec import Task
 
-__all__ = ["Batch", "MultiTaskModel", "Output", "build_model"]
+__all__ = ["Batch", "MultiTaskModel", "Output", "build_model", "uses_subwords"]
 
 
-def build_model(cfg, vocab: list[str], tasks: list[Task], seed: int) -> MultiTaskModel:
+def uses_subwords(cfg) -> bool:
+    """Whether the model reads a pretrained subword vocabulary (else a word vocabulary)."""
+    from mtlrun.config import BertConfig
+
+    return isinstance(cfg, BertConfig)
+
+
+def build_model(cfg, vocab: list[str] | None, tasks: list[Task], seed: int) -> MultiTaskModel:
     torch.manual_seed(seed)  # parameter initialisation depends on the run seed only
-    generator = torch.Generator().manual_seed(seed)
-    if cfg.name != "lstm":
-        raise ConfigError(f"unknown model {cfg.name!r}")
-    encoder = LSTMEncoder(build_embedding(vocab, cfg.embeddings, generator), cfg)
-    return MultiTaskModel(encoder, [t.kind for t in tasks], [t.num_labels for t in tasks])
+    if uses_subwords(cfg):
+        from mtlrun.models.bert import BertEncoder
+
+        encoder = BertEncoder(cfg)
+    else:
+        from mtlrun.models.embeddings import build_embedding
+        from mtlrun.models.lstm import LSTMEncoder
+
+        generator = torch.Generator().manual_seed(seed)
+        encoder = LSTMEncoder(build_embedding(vocab, cfg.embeddings, generator), cfg)
+    return MultiTaskModel(encoder, [t.kind for t in tasks], [t.num_labels for t in tasks],
+                          crf=cfg.crf)  # fmt: skip

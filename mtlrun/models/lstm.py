@@ -8,7 +8,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 class LSTMEncoder(nn.Module):
-    """Embeddings -> dropout -> (bi)LSTM. Returns per-token states and a pooled text vector."""
+    """Embeddings -> dropout -> (bi)LSTM. Returns per-token states and a pooled text vector;
+    for a pair, each text is encoded alone (u, v) and the vector is [u; v; |u - v|; u * v]."""
 
     def __init__(self, embedding: nn.Embedding, cfg) -> None:
         super().__init__()
@@ -21,6 +22,7 @@ class LSTMEncoder(nn.Module):
         )  # fmt: skip
         self.pooling = cfg.pooling
         self.output_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        self.pair_output_size = 4 * self.output_size
         for name, p in self.lstm.named_parameters():  # Xavier initialisation (SEED-000 §4.4)
             if "weight" in name:
                 nn.init.xavier_uniform_(p)
@@ -33,8 +35,26 @@ class LSTMEncoder(nn.Module):
         return [p for n, p in self.lstm.named_parameters() if n.endswith((top, f"{top}_reverse"))]
 
     def forward(
-        self, ids: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, ids: torch.Tensor, lengths: torch.Tensor, segments: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if segments is not None:
+            return None, self._pair(ids, lengths, segments)
+        return self._encode(ids, lengths)
+
+    def _pair(self, ids: torch.Tensor, lengths: torch.Tensor, segments: torch.Tensor):
+        """Cut each row [a; b] into its two texts and encode both in one batch of 2B rows."""
+        n_b = segments.sum(1).cpu()
+        n_a = lengths - n_b
+        width = int(max(n_a.max(), n_b.max()))
+        cols = torch.arange(width)
+        take_b = (n_a[:, None] + cols[None, :]).clamp(max=ids.shape[1] - 1).to(ids.device)
+        a = torch.where((cols[None, :] < n_a[:, None]).to(ids.device), ids[:, :width], 0)
+        b = torch.where((cols[None, :] < n_b[:, None]).to(ids.device), ids.gather(1, take_b), 0)
+        _, pooled = self._encode(torch.cat([a, b]), torch.cat([n_a, n_b]))
+        u, v = pooled.chunk(2)
+        return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+
+    def _encode(self, ids: torch.Tensor, lengths: torch.Tensor):
         x = self.dropout(self.embedding(ids))
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)

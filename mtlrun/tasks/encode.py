@@ -1,8 +1,9 @@
-"""Token ids for every split, with a word vocabulary built from the training data.
+"""Token ids for every split of every task, cached on disk.
 
-The vocabulary is a Hugging Face `tokenizers` WordLevel model over the corpora's own
-(pre-tokenised) words. Both the tokenizer and the encoded splits are cached under
-`cache_dir/encoded/<hash>/`, keyed by a hash of everything that produced them.
+Two text encoders share one output format (`EncodedSplit`): `WordEncoder`, a word vocabulary
+built from the training data (LSTM), and `SubwordEncoder` (in `subwords.py`), a pretrained
+Hugging Face tokenizer (BERT). The encoded splits are cached under `cache_dir/encoded/<hash>/`,
+keyed by a hash of everything that produced them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -23,20 +25,22 @@ from tokenizers.models import WordLevel
 
 from mtlrun.tasks.spec import Kind, Split, Task
 
-PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
-CACHE_VERSION = 1
-IGNORE = -100  # label of padding positions (torch's cross-entropy ignore_index)
+PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1 of a word vocabulary
+CACHE_VERSION = 2
+IGNORE = -100  # label of positions without one (torch's cross-entropy ignore_index)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EncodedSplit:
-    """A split as one flat id array plus offsets; tagging labels are flat and aligned with ids."""
+    """A split as one flat id array plus offsets; tagging labels are flat and aligned with ids.
+    Pair tasks mark each position's text in `segments` (0 = first, 1 = second)."""
 
     ids: np.ndarray  # int32, all examples concatenated
     offsets: np.ndarray  # int64, len n + 1
     labels: np.ndarray  # int64: [n] for classification, aligned with ids for tagging
+    segments: np.ndarray | None = None  # int8 aligned with ids (pair tasks and subword models)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -52,84 +56,134 @@ class EncodedTask:
     splits: dict[str, EncodedSplit]
 
 
-def build_vocab(tasks: list[Task], min_freq: int, max_size: int) -> Tokenizer:
-    counts = Counter(w for task in tasks for sentence in task.train.tokens for w in sentence)
-    words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
-    vocab = {PAD: 0, UNK: 1}
-    for w in words[: max(0, max_size - 2)]:
-        vocab[w] = len(vocab)
-    return Tokenizer(WordLevel(vocab, unk_token=UNK))  # no pre-tokenizer: the words are given
+class TextEncoder(Protocol):
+    def cache_spec(self) -> dict: ...  # what determines the ids, besides the data
+    def fit(self, tasks: list[Task]) -> None: ...  # learn a vocabulary (or nothing)
+    def encode(self, split: Split, kind: Kind) -> EncodedSplit: ...
+    def save(self, directory: Path) -> None: ...
+    def load(self, directory: Path) -> None: ...
 
 
-def encode_split(tokenizer: Tokenizer, split: Split, kind: Kind, max_length: int) -> EncodedSplit:
-    sentences = [s[:max_length] or [PAD] for s in split.tokens]  # an empty text becomes one pad
-    encodings = tokenizer.encode_batch(sentences, is_pretokenized=True)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+def flatten(rows: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int32, count=offsets[-1])
-    if kind == Kind.TAGGING:
-        labels = np.fromiter(
-            (lab for s, tags in zip(sentences, split.labels, strict=True)
-             for lab in (tags[: len(s)] if tags else [IGNORE])),
-            dtype=np.int64, count=offsets[-1],
+    return np.fromiter((i for r in rows for i in r), dtype=dtype, count=offsets[-1]), offsets
+
+
+class WordEncoder:
+    """Words -> ids of a WordLevel vocabulary of the training data (most frequent first).
+    A pair is the first text's ids followed by the second's; each text keeps `max_length`."""
+
+    def __init__(self, vocab_cfg, max_length: int) -> None:
+        self.min_freq, self.max_size = vocab_cfg.min_freq, vocab_cfg.max_size
+        self.max_length = max_length
+        self.tokenizer: Tokenizer | None = None
+
+    @property
+    def vocab(self) -> list[str]:
+        ids = self.tokenizer.get_vocab()
+        return sorted(ids, key=ids.get)  # words in id order
+
+    def cache_spec(self) -> dict:
+        return {"word_vocab": [self.min_freq, self.max_size], "max_length": self.max_length}
+
+    def fit(self, tasks: list[Task]) -> None:
+        counts = Counter(
+            w for t in tasks for texts in (t.train.tokens, t.train.pair or []) for s in texts
+            for w in s
         )  # fmt: skip
-    else:
-        labels = np.asarray(split.labels, dtype=np.int64)
-    return EncodedSplit(ids, offsets, labels)
+        words = sorted((w for w, c in counts.items() if c >= self.min_freq),
+                       key=lambda w: (-counts[w], w))  # fmt: skip
+        vocab = {PAD: 0, UNK: 1}
+        for w in words[: max(0, self.max_size - 2)]:
+            vocab[w] = len(vocab)
+        self.tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))  # the words are given
+
+    def _ids(self, texts: list[list[str]]) -> list[list[int]]:
+        cut = [s[: self.max_length] or [PAD] for s in texts]  # an empty text becomes one pad
+        return [e.ids for e in self.tokenizer.encode_batch(cut, is_pretokenized=True)]
+
+    def encode(self, split: Split, kind: Kind) -> EncodedSplit:
+        first = self._ids(split.tokens)
+        if split.pair is not None:
+            second = self._ids(split.pair)
+            ids, offsets = flatten([a + b for a, b in zip(first, second, strict=True)], np.int32)
+            segments, _ = flatten([[0] * len(a) + [1] * len(b)
+                                   for a, b in zip(first, second, strict=True)], np.int8)  # fmt: skip
+            return EncodedSplit(ids, offsets, np.asarray(split.labels, np.int64), segments)
+        ids, offsets = flatten(first, np.int32)
+        if kind == Kind.TAGGING:
+            rows = [tags[: len(i)] if tags else [IGNORE]
+                    for i, tags in zip(first, split.labels, strict=True)]  # fmt: skip
+            labels, _ = flatten(rows, np.int64)
+        else:
+            labels = np.asarray(split.labels, dtype=np.int64)
+        return EncodedSplit(ids, offsets, labels)
+
+    def save(self, directory: Path) -> None:
+        self.tokenizer.save(str(directory / "tokenizer.json"))
+
+    def load(self, directory: Path) -> None:
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
 
 
-def cache_key(tasks: list[Task], vocab_cfg, max_length: int) -> str:
+def cache_key(tasks: list[Task], encoder: TextEncoder) -> str:
     spec = {
         "version": CACHE_VERSION,
         "tasks": [[t.name, t.kind.value, t.fingerprint] for t in tasks],
-        "vocab": [vocab_cfg.min_freq, vocab_cfg.max_size],
-        "max_length": max_length,
+        "encoder": encoder.cache_spec(),
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+SPLITS = ("train", "dev", "test")
+DONE = "complete"  # written last: marks a cache entry whole
+
+
 def encode_tasks(
-    tasks: list[Task], vocab_cfg, max_length: int, cache_dir: str | Path
-) -> tuple[Tokenizer, list[EncodedTask]]:
-    """Encode every split of every task, from the cache when the same inputs were seen before."""
-    directory = Path(cache_dir).expanduser() / "encoded" / cache_key(tasks, vocab_cfg, max_length)
-    if (directory / "tokenizer.json").is_file():
+    tasks: list[Task], encoder: TextEncoder, cache_dir: str | Path
+) -> list[EncodedTask]:
+    """Encode every split of every task (fitting `encoder` first), from the cache when the
+    same inputs were seen before (then `encoder` is loaded from it)."""
+    directory = Path(cache_dir).expanduser() / "encoded" / cache_key(tasks, encoder)
+    if (directory / DONE).is_file():
         try:
-            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-            return tokenizer, [EncodedTask(t, _load_splits(directory, t.name)) for t in tasks]
+            encoder.load(directory)
+            return [EncodedTask(t, _load_splits(directory, t.name)) for t in tasks]
         except Exception as e:  # a damaged entry: rebuild it
             log.warning("cache entry %s unreadable (%s): rebuilding it", directory, e)
             shutil.rmtree(directory, ignore_errors=True)
-    tokenizer = build_vocab(tasks, vocab_cfg.min_freq, vocab_cfg.max_size)
-    encoded = [
-        EncodedTask(t, {s: encode_split(tokenizer, t.split(s), t.kind, max_length)
-                        for s in ("train", "dev", "test")})
-        for t in tasks
-    ]  # fmt: skip
-    _save(directory, tokenizer, encoded)
-    return tokenizer, encoded
+    encoder.fit(tasks)
+    encoded = [EncodedTask(t, {s: encoder.encode(t.split(s), t.kind) for s in SPLITS})
+               for t in tasks]  # fmt: skip
+    _save(directory, encoder, encoded)
+    return encoded
 
 
 def _load_splits(directory: Path, task_name: str) -> dict[str, EncodedSplit]:
     splits = {}
-    for s in ("train", "dev", "test"):
+    for s in SPLITS:
         with np.load(directory / f"{task_name}.{s}.npz") as z:
-            splits[s] = EncodedSplit(z["ids"], z["offsets"], z["labels"])
+            segments = z["segments"] if "segments" in z.files else None
+            splits[s] = EncodedSplit(z["ids"], z["offsets"], z["labels"], segments)
     return splits
 
 
-def _save(directory: Path, tokenizer: Tokenizer, encoded: list[EncodedTask]) -> None:
+def _save(directory: Path, encoder: TextEncoder, encoded: list[EncodedTask]) -> None:
     """Write into a temp directory, then rename it into place: no half-written cache entries."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
     try:
         for et in encoded:
             for s, e in et.splits.items():
-                np.savez(tmp / f"{et.task.name}.{s}.npz", ids=e.ids, offsets=e.offsets,
-                         labels=e.labels)  # fmt: skip
-        tokenizer.save(str(tmp / "tokenizer.json"))  # written last: marks the entry complete
+                arrays = {"ids": e.ids, "offsets": e.offsets, "labels": e.labels}
+                if e.segments is not None:
+                    arrays["segments"] = e.segments
+                np.savez(tmp / f"{et.task.name}.{s}.npz", **arrays)
+        encoder.save(tmp)
+        (tmp / DONE).write_text("")
         os.replace(tmp, directory)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or no space
-        if not (directory / "tokenizer.json").is_file():
+        if not (directory / DONE).is_file():
             raise

@@ -112,8 +112,12 @@ def collate(split: EncodedSplit, index: np.ndarray, tagging: bool, device: torch
         labels = np.where(mask, split.labels[positions], IGNORE)
     else:
         labels = split.labels[index]
+    segments = None
+    if split.segments is not None:
+        segments = torch.from_numpy(np.where(mask, split.segments[positions], 0)).to(device)
     return Batch(
         ids=torch.from_numpy(ids).to(device),
         lengths=torch.from_numpy(lengths),
         labels=torch.from_numpy(labels).to(device),
+        segments=segments,
     )

@@ -49,7 +49,8 @@ def _inference(model: nn.Module, dropout: bool):
 def _tile(batch: Batch, m: int) -> Batch:
     """M copies of a batch stacked along the batch axis: one forward pass draws M dropout masks."""
     return Batch(batch.ids.repeat(m, 1), batch.lengths.repeat(m),
-                 batch.labels.repeat(m, *([1] * (batch.labels.dim() - 1))))  # fmt: skip
+                 batch.labels.repeat(m, *([1] * (batch.labels.dim() - 1))),
+                 None if batch.segments is None else batch.segments.repeat(m, 1))  # fmt: skip
 
 
 class SignalMeter:
@@ -105,7 +106,7 @@ class SignalMeter:
         for index in _batches(examples, split.lengths, size):
             batch = collate(split, index, tagging, self.device)
             out = model(k, _tile(batch, m) if m > 1 else batch)
-            probs = torch.softmax(out.example_logits.float(), -1)
+            probs = out.example_log_probs.float().exp()
             rows = len(out.example_labels) // m  # rows of one copy
             probs = probs.reshape(m, rows, -1).permute(1, 2, 0)  # [rows, C, M]
             probs = probs.cpu().numpy() if m > 1 else probs[..., 0].cpu().numpy()
@@ -126,8 +127,10 @@ class SignalMeter:
         tagging = task.kind == Kind.TAGGING
         gold = [g if tagging else int(g[0]) for _, _, g in rows]
         pred = [p.argmax(-1) if tagging else int(p[0].argmax()) for p, _, _ in rows]
+        positive = None if tagging or task.num_labels != 2 else [float(p[0][1]) for p, _, _ in rows]
         ce = np.concatenate([c for _, c, _ in rows])
-        return compute_metric(task.metric, gold, pred, task.label_names), float(ce.mean())
+        score = compute_metric(task.metric, gold, pred, task.label_names, positive)
+        return score, float(ce.mean())
 
 
 def _task_outputs(rows: list[tuple], examples: np.ndarray, mc: bool = False) -> TaskOutputs:

@@ -162,7 +162,7 @@ class Trainer:
                 k, out.example_losses, out.example_labels
             ).mean()
             if self.scheduler.observes_train_kpi:  # batch accuracy, kept on device until read
-                hits = out.example_logits.detach().argmax(-1) == out.example_labels
+                hits = out.example_log_probs.detach().argmax(-1) == out.example_labels
                 kpis[k] = hits.float().mean()
             self.state.batches_seen[k] += 1
             self.state.examples_seen[k] += len(index)
@@ -222,6 +222,7 @@ class Trainer:
              "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
              "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
              "batches_seen": self.state.batches_seen[k], **timing,
+             **({"metrics": e.metrics} if len(e.metrics) > 1 else {}),
              **({"scheduler": state} if state else {})}
             for k, e in enumerate(evals)
         ])  # fmt: skip
@@ -253,14 +254,20 @@ class Trainer:
             per_task[name] = {"metric": metric, "dev": dev.score, "test": test.score,
                               "batches_seen": self.state.batches_seen[k],
                               "examples_seen": self.state.examples_seen[k]}  # fmt: skip
+            if len(dev.metrics) > 1:  # every metric the task reports, primary included
+                per_task[name]["metrics"] = {"dev": dev.metrics, "test": test.metrics}
+            if self.tasks[k].task.primary:
+                per_task[name]["primary"] = True
             records.append({"step": self.state.best_step, "task": name, "split": "test",
-                            "metric": metric, "score": test.score, "loss": test.loss})  # fmt: skip
+                            "metric": metric, "score": test.score, "loss": test.loss,
+                            **({"metrics": test.metrics} if len(test.metrics) > 1 else {})})  # fmt: skip
         self.log.metrics(records)
         return {
             "tasks": per_task,
             "aggregate": {
                 s: float(np.mean([r[s] for r in per_task.values()])) for s in ("dev", "test")
             },
+            **_aggregate_metrics(per_task),
             "best_step": self.state.best_step,
             "steps": self.cfg.max_steps,
             "timing": self._timing(),
@@ -296,3 +303,15 @@ class Trainer:
         for stream, s in zip(self.probe_streams, snap["probe_streams"], strict=True):
             stream.load_state_dict(s)
         checkpoint.set_rng_states(snap["rng"])
+
+
+def _aggregate_metrics(per_task: dict[str, dict]) -> dict[str, Any]:
+    """Unweighted task means of every metric all tasks report (SEED-004's Agg columns)."""
+    if not all("metrics" in r for r in per_task.values()):
+        return {}
+    shared = set.intersection(*(set(r["metrics"]["dev"]) for r in per_task.values()))
+    return {"aggregate_metrics": {
+        m: {s: float(np.mean([r["metrics"][s][m] for r in per_task.values()]))
+            for s in ("dev", "test")}
+        for m in sorted(shared)
+    }}  # fmt: skip
