@@ -16,6 +16,8 @@ from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from mtlrun.errors import ConfigError
 from mtlrun.schedulers import SCHEDULERS
+from mtlrun.tasks.glue import GlueTasksConfig
+from mtlrun.tasks.xnli import XnliTasksConfig
 
 
 def _positive(name: str, value: float) -> None:
@@ -267,6 +269,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "synthetic": SyntheticTasksConfig,
         "multidomain16": MultiDomain16Config,
         "conll": ConllTasksConfig,
+        "glue": GlueTasksConfig,
+        "xnli": XnliTasksConfig,
     },
     "optimizer": {"optimizer": OptimizerConfig},
     "hardware": {"hardware": HardwareConfig},

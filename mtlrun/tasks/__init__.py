@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from mtlrun.errors import ConfigError
+from mtlrun.tasks.glue import GlueTasksConfig, load_glue
 from mtlrun.tasks.multidomain import load_multidomain16
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
 from mtlrun.tasks.synthetic import load_synthetic
+from mtlrun.tasks.xnli import XnliTasksConfig, load_xnli
 
 __all__ = ["Kind", "Metric", "Split", "Task", "load_tasks"]
 
@@ -18,4 +20,8 @@ def load_tasks(cfg, seed: int, data_dir: str | None = None) -> list[Task]:
         return load_synthetic(cfg, seed)
     if name == "multidomain16":
         return load_multidomain16(cfg, data_dir)
+    if isinstance(cfg, GlueTasksConfig):
+        return load_glue(cfg, data_dir)
+    if isinstance(cfg, XnliTasksConfig):
+        return load_xnli(cfg, data_dir)
     raise ConfigError(f"unknown task suite {name!r}")

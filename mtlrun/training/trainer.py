@@ -258,9 +258,10 @@ class Trainer:
                 per_task[name]["metrics"] = {"dev": dev.metrics, "test": test.metrics}
             if self.tasks[k].task.primary:
                 per_task[name]["primary"] = True
+            extra = {"metrics": test.metrics} if len(test.metrics) > 1 else {}
             records.append({"step": self.state.best_step, "task": name, "split": "test",
                             "metric": metric, "score": test.score, "loss": test.loss,
-                            **({"metrics": test.metrics} if len(test.metrics) > 1 else {})})  # fmt: skip
+                            **extra})  # fmt: skip
         self.log.metrics(records)
         return {
             "tasks": per_task,
