@@ -44,3 +44,24 @@ def kill_when(args: list[str], cwd: Path, run_dir: Path, marker: Path) -> None:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> str:
     return f"cache_dir={tmp_path / 'cache'}"
+
+
+def save_tiny_bert(directory: Path, texts: list[str]) -> Path:
+    """A tiny random BERT (2 layers, hidden 32) with a WordPiece vocabulary trained on `texts`,
+    saved with save_pretrained: what `model=bert model.name=<dir>` loads, offline."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300,
+                                                                   special_tokens=specials))  # fmt: skip
+    vocab = dict(sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1]))
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)  # vocab=, not vocab_file=
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=128)  # fmt: skip
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

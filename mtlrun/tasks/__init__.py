@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from mtlrun.errors import ConfigError
+from mtlrun.tasks.conll_suite import load_conll
 from mtlrun.tasks.glue import GlueTasksConfig, load_glue
+from mtlrun.tasks.missing_dev import apply_missing_metric_policy
 from mtlrun.tasks.multidomain import load_multidomain16
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
 from mtlrun.tasks.synthetic import load_synthetic
@@ -20,6 +22,10 @@ def load_tasks(cfg, seed: int, data_dir: str | None = None) -> list[Task]:
         return load_synthetic(cfg, seed)
     if name == "multidomain16":
         return load_multidomain16(cfg, data_dir)
+    if name == "conll":
+        tasks = load_conll(cfg, data_dir)
+        return apply_missing_metric_policy(tasks, cfg.missing_metric_policy,
+                                           cfg.holdout_fraction, seed)  # fmt: skip
     if isinstance(cfg, GlueTasksConfig):
         return load_glue(cfg, data_dir)
     if isinstance(cfg, XnliTasksConfig):

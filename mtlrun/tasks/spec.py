@@ -61,6 +61,8 @@ class Task:
     primary: bool = False  # the target task of a target + auxiliary suite (SEED-002)
     # metrics reported besides the primary one (SEED-004 reports ROC-AUC, accuracy and F1)
     extra_metrics: list[Metric] = field(default_factory=list)
+    # a task without dev data (§1.4.6 neutral / zero): how the trainer scores it at evaluation
+    missing_dev: str | None = None
 
     @property
     def num_labels(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtlrun.errors import ConfigError
 from mtlrun.models import Batch, MultiTaskModel
 from mtlrun.schedulers import SignalRequest, Signals, TaskOutputs
 from mtlrun.tasks.encode import EncodedTask
@@ -69,6 +70,11 @@ class SignalMeter:
             torch.manual_seed(seed)
             for k in sorted(set(request.outputs) | set(request.scores)):
                 n = len(self.tasks[k].splits["dev"])
+                if n == 0:
+                    raise ConfigError(
+                        f"task {self.tasks[k].task.name} has no dev data, and this scheduler "
+                        "measures dev examples; use tasks.missing_metric_policy=holdout"
+                    )
                 out_rows = _rows(request.outputs[k], n) if k in request.outputs else None
                 score_rows = _rows(request.scores[k], n) if k in request.scores else None
                 if request.mc_samples > 0 and out_rows is not None:

@@ -23,7 +23,7 @@ from mtlrun.tasks.encode import EncodedTask
 from mtlrun.tasks.spec import Kind
 from mtlrun.training import checkpoint
 from mtlrun.training.batches import BatchStream, collate
-from mtlrun.training.evaluate import evaluate
+from mtlrun.training.evaluate import Evaluation, evaluate
 from mtlrun.training.optimizers import TaskOptimizers
 from mtlrun.training.run_log import RunLog
 from mtlrun.training.signals import SignalMeter
@@ -208,7 +208,7 @@ class Trainer:
         now = time.perf_counter()
         self.state.train_seconds += now - self._clock
         self._clock = now
-        evals = [self._eval(k, "dev") for k in range(len(self.tasks))]
+        evals = self._dev_evals()
         scores = {k: e.score for k, e in enumerate(evals)}
         self.scheduler.observe_eval(step, scores, {k: e.loss for k, e in enumerate(evals)})
         probs = self.scheduler.task_distribution(step)
@@ -242,14 +242,28 @@ class Trainer:
     def _eval(self, k: int, split: str):
         return evaluate(self.model, k, self.tasks[k], split, self.cfg.eval_batch_size, self.device)
 
+    def _dev_evals(self) -> list[Evaluation]:
+        """Every task's dev evaluation; a task without dev data (§1.4.6 neutral / zero) gets the
+        mean score of the others, or 0, and no loss (NaN)."""
+        missing = [t.task.missing_dev for t in self.tasks]
+        evals = [None if m else self._eval(k, "dev") for k, m in enumerate(missing)]
+        others = [e.score for e in evals if e is not None]
+        for k, policy in enumerate(missing):
+            if policy:
+                score = float(np.mean(others)) if policy == "neutral" and others else 0.0
+                metric = self.tasks[k].task.metric.value
+                evals[k] = Evaluation(score=score, loss=float("nan"), metrics={metric: score})
+        return evals
+
     def _final_test(self) -> dict[str, Any]:
         if self.cfg.checkpoints:
             self.model.load_state_dict(checkpoint.load(self.ckpt_dir / "best.pt")["model"])
         else:
             log.warning("trainer.checkpoints=false: testing the last model, not the best")
         per_task, records = {}, []
+        devs = self._dev_evals()
         for k, name in enumerate(self.names):
-            dev, test = self._eval(k, "dev"), self._eval(k, "test")
+            dev, test = devs[k], self._eval(k, "test")
             metric = self.tasks[k].task.metric.value
             per_task[name] = {"metric": metric, "dev": dev.score, "test": test.score,
                               "batches_seen": self.state.batches_seen[k],
