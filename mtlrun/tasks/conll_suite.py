@@ -33,9 +33,12 @@ def _files(directory: Path, names: dict[str, str], what: str, how: str) -> dict[
 
 
 def _ner_local(d: Path) -> dict[str, Tagged]:
+    how = (
+        "put eng.train, eng.testa and eng.testb there (the CoNLL-2003 English release), "
+        "or set data_dir=null to use the hub"
+    )
     paths = _files(d, {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"},
-                   "CoNLL-2003 NER", "put eng.train, eng.testa and eng.testb there "
-                   "(the CoNLL-2003 English release), or set data_dir=null to use the hub")  # fmt: skip
+                   "CoNLL-2003 NER", how)  # fmt: skip
     return {s: [([r[0] for r in sent], iob1_to_iob2([r[3] for r in sent]))
                 for sent in read_columns(p, 4)] for s, p in paths.items()}  # fmt: skip
 
@@ -61,8 +64,10 @@ def _pos_local(d: Path, tagset: str) -> dict[str, Tagged]:
     return {s: read_conllu(p, tagset) for s, p in paths.items()}
 
 
-def _from_hub(hub_id: str, config: str | None, columns: tuple[str, str], what: str, local: str,
-              splits=("train", "validation", "test"), iob1: bool = False) -> dict[str, Tagged]:  # fmt: skip
+def _from_hub(
+    hub_id: str, config: str | None, columns: tuple[str, str], what: str, local: str,
+    splits=("train", "validation", "test"), iob1: bool = False,
+) -> dict[str, Tagged]:  # fmt: skip
     out = {}
     for ours, theirs in zip(SPLITS, splits, strict=True):
         if theirs is None:
@@ -131,7 +136,8 @@ def load_conll(cfg, data_dir: str | None) -> list[Task]:
             d = local_dir(data_dir, cfg.pos_path)
             data = _pos_local(d, cfg.pos_tagset) if d else _from_hub(
                 "universal-dependencies/universal_dependencies", "en_ewt",
-                ("tokens", cfg.pos_tagset), "UD English-EWT", "ud_english_ewt/en_ewt-ud-*")  # fmt: skip
+                ("tokens", cfg.pos_tagset), "UD English-EWT",
+                "ud_english_ewt/en_ewt-ud-*")  # fmt: skip
             metric = Metric.TOKEN_ACCURACY
         fingerprint = {"files": _stat(d), "pos": [cfg.pos_source, cfg.pos_tagset],
                        "max_train": cfg.max_train}  # fmt: skip

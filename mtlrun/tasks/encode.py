@@ -108,8 +108,9 @@ class WordEncoder:
         if split.pair is not None:
             second = self._ids(split.pair)
             ids, offsets = flatten([a + b for a, b in zip(first, second, strict=True)], np.int32)
-            segments, _ = flatten([[0] * len(a) + [1] * len(b)
-                                   for a, b in zip(first, second, strict=True)], np.int8)  # fmt: skip
+            segments, _ = flatten(
+                [[0] * len(a) + [1] * len(b) for a, b in zip(first, second, strict=True)], np.int8
+            )
             return EncodedSplit(ids, offsets, np.asarray(split.labels, np.int64), segments)
         ids, offsets = flatten(first, np.int32)
         if kind == Kind.TAGGING:

@@ -32,8 +32,13 @@ def apply_missing_metric_policy(tasks: list[Task], policy: str, fraction: float,
         order = np.random.default_rng([seed, 1_000_003]).permutation(len(task.train))
         n_dev = max(1, round(fraction * len(task.train)))
         dev, train = np.sort(order[:n_dev]), np.sort(order[n_dev:])
-        log.info("%s has no dev split: %d of its %d training examples held out as dev "
-                 "(tasks.missing_metric_policy=holdout)", task.name, n_dev, len(task.train))  # fmt: skip
+        log.info(
+            "%s has no dev split: %d of its %d training examples held out as dev "
+            "(tasks.missing_metric_policy=holdout)",
+            task.name,
+            n_dev,
+            len(task.train),
+        )
         fingerprint = {**task.fingerprint, "holdout": [fraction, seed]}
         out.append(replace(task, train=task.train.subset(train), dev=task.train.subset(dev),
                            fingerprint=fingerprint))  # fmt: skip
