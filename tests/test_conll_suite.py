@@ -121,10 +121,18 @@ def test_neutral_policy_scores_chunking_with_the_others_mean(tmp_path, cache_dir
             *TINY_CONLL, cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     tasks = json.loads((run / "results.json").read_text())["tasks"]
     assert math.isclose(tasks["chunking"]["dev"], (tasks["pos"]["dev"] + tasks["ner"]["dev"]) / 2)
-    qls = mtlrun(["tasks=conll", f"data_dir={data}", "tasks.missing_metric_policy=zero",
-                  "scheduler=active_uncertainty", "scheduler.every=10", *TINY_CONLL, cache_dir, f"hydra.run.dir={tmp_path / 'q'}"],
-                 cwd=tmp_path, check=False)  # fmt: skip
-    assert qls.returncode != 0 and "missing_metric_policy=holdout" in qls.stderr + qls.stdout
+    args = [
+        "tasks=conll",
+        f"data_dir={data}",
+        "tasks.missing_metric_policy=zero",
+        "scheduler=active_uncertainty",
+        "scheduler.every=10",
+        *TINY_CONLL,
+        cache_dir,
+    ]
+    refused = mtlrun([*args, f"hydra.run.dir={tmp_path / 'q'}"], cwd=tmp_path, check=False)
+    assert refused.returncode != 0
+    assert "missing_metric_policy=holdout" in refused.stderr + refused.stdout
 
 
 @pytest.mark.realdata
