@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import validate
-from mtlrun.errors import ConfigError
+from mtlrun.errors import ConfigError, DataError
 from mtlrun.models import build_model, uses_subwords
 from mtlrun.report.results import print_results, write_results
 from mtlrun.schedulers import (
@@ -79,6 +79,12 @@ def prepare(c: Any) -> Prepared:
         load_tasks(c.tasks, c.seed, c.data_dir),
         scheduler_class(c.scheduler.name).task_subset(c.scheduler),
     )
+    for t in tasks:
+        empty = [s for s in ("train", "dev", "test") if len(t.split(s)) == 0
+                 and not (s == "dev" and t.missing_dev)]  # fmt: skip
+        if empty:
+            raise DataError(f"task {t.name} has no {' and no '.join(empty)} examples; "
+                            "check its files (or the tasks.* settings that split them)")  # fmt: skip
     if uses_subwords(c.model):
         from mtlrun.tasks.subwords import SubwordEncoder
 

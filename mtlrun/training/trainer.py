@@ -226,8 +226,8 @@ class Trainer:
              **({"scheduler": state} if state else {})}
             for k, e in enumerate(evals)
         ])  # fmt: skip
-        aggregate = float(np.mean([e.score for e in evals]))
-        if aggregate > self.state.best_score:
+        aggregate = _mean_defined([e.score for e in evals])
+        if aggregate > self.state.best_score or self.state.best_step == 0:
             self.state.best_score, self.state.best_step = aggregate, step
             if self.cfg.checkpoints:
                 checkpoint.save(
@@ -280,7 +280,7 @@ class Trainer:
         return {
             "tasks": per_task,
             "aggregate": {
-                s: float(np.mean([r[s] for r in per_task.values()])) for s in ("dev", "test")
+                s: _mean_defined([r[s] for r in per_task.values()]) for s in ("dev", "test")
             },
             **_aggregate_metrics(per_task),
             "best_step": self.state.best_step,
@@ -330,3 +330,10 @@ def _aggregate_metrics(per_task: dict[str, dict]) -> dict[str, Any]:
             for s in ("dev", "test")}
         for m in sorted(shared)
     }}  # fmt: skip
+
+
+def _mean_defined(scores: list[float]) -> float:
+    """The mean of the scores that are defined (ROC-AUC is NaN on a one-class split); -inf if
+    none is, so that a checkpoint is still kept."""
+    defined = [x for x in scores if not math.isnan(x)]
+    return float(np.mean(defined)) if defined else -math.inf
