@@ -83,8 +83,10 @@ def prepare(c: Any) -> Prepared:
         empty = [s for s in ("train", "dev", "test") if len(t.split(s)) == 0
                  and not (s == "dev" and t.missing_dev)]  # fmt: skip
         if empty:
-            raise DataError(f"task {t.name} has no {' and no '.join(empty)} examples; "
-                            "check its files (or the tasks.* settings that split them)")  # fmt: skip
+            raise DataError(
+                f"task {t.name} has no {' and no '.join(empty)} examples; "
+                "check its files (or the tasks.* settings that split them)"
+            )
     if uses_subwords(c.model):
         from mtlrun.tasks.subwords import SubwordEncoder
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from conftest import SHARED_DATA, mtlrun, save_tiny_bert
-from test_glue import glue_dir  # noqa: F401  (a pytest fixture)
+from test_glue import glue_dir  # noqa: F401, F811  (a pytest fixture)
 
 from mtlrun.config import BertConfig
 from mtlrun.errors import ConfigError
@@ -114,7 +114,7 @@ def _results(run):
 
 
 @pytest.mark.slow
-def test_glue_fang_with_the_lstm_pair_head_on_handmade_files(glue_dir, tmp_path, cache_dir):
+def test_glue_fang_with_the_lstm_pair_head_on_handmade_files(glue_dir, tmp_path, cache_dir):  # noqa: F811
     run = tmp_path / "run"
     with open(glue_dir / "MRPC/dev.tsv", "a") as f:  # enough rows for two dev halves
         f.write("0\t5\t6\tA b .\tC d .\n1\t7\t8\tHe left .\tHe went .\n")
