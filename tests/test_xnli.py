@@ -244,3 +244,12 @@ def test_real_xnli_suite_offline():
     en, hi = load_xnli(cfg, str(SHARED_DATA))
     assert (len(en.train), len(en.dev), len(en.test)) == (10_000, 2_490, 5_010)
     assert (len(hi.train), len(hi.dev), len(hi.test)) == (1_245, 1_245, 5_010)
+
+
+def test_words_keep_combining_marks_and_split_off_punctuation():
+    from mtlrun.tasks.text_files import word_tokens
+
+    assert word_tokens("हिंदी भाषा, ठीक है।") == ["हिंदी", "भाषा", ",", "ठीक", "है", "।"]
+    assert word_tokens("ภาษาไทย ง่าย") == ["ภาษาไทย", "ง่าย"]  # tone mark inside the word
+    assert word_tokens("اردو زبان، ٹھیک") == ["اردو", "زبان", "،", "ٹھیک"]
+    assert word_tokens("a dull,tedious film.") == ["a", "dull", ",", "tedious", "film", "."]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,10 +48,22 @@ def split_tokens(text: str) -> list[str]:
     return [t for t in text.replace("\t", " ").split(" ") if t]
 
 
-_WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
-
-
 def word_tokens(text: str) -> list[str]:
-    """Words and punctuation marks of raw text (GLUE, XNLI): what the word-level LSTM vocabulary
-    sees. Subword models get the same words and split them further."""
-    return _WORD.findall(text)
+    """Words of raw text (GLUE, XNLI), with each punctuation mark or symbol its own token: what
+    the word-level LSTM vocabulary sees; subword models split the words further. Combining
+    marks stay inside their word (Hindi vowel signs, Thai tone marks), which `\\w` would not."""
+    tokens = []
+    for chunk in text.split():
+        if chunk.isalnum():  # the common case, no per-character work
+            tokens.append(chunk)
+            continue
+        word = ""
+        for ch in chunk:
+            if unicodedata.category(ch)[0] in "PS":
+                tokens.extend([word, ch] if word else [ch])
+                word = ""
+            else:
+                word += ch
+        if word:
+            tokens.append(word)
+    return tokens

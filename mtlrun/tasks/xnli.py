@@ -1,4 +1,4 @@
-"""XNLI cross-lingual transfer (SEED-002 Table 2): English NLI (MNLI train) plus one target
+"""XNLI cross-lingual transfer (SEED-002 Table 1): English NLI (MNLI train) plus one target
 language, from local files under data_dir or, with data_dir=null, the hub (`facebook/xnli`).
 
 Local formats (shared/data/README.md §7, §7b), each split taken from the first that is present:
