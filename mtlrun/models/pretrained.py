@@ -31,8 +31,11 @@ def resolve_pretrained(name: str) -> str:
         return str(path)
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise ConfigError(f"model.name={name}: no such directory")
-    if _cached(name) or hub_reachable():
+    if hub_reachable():
         return name
+    cached = _cached_snapshot(name)
+    if cached is not None:  # offline but downloaded before: load the snapshot, no retries
+        return cached
     raise ConfigError(
         f"model.name={name} is a Hugging Face hub id, but the hub cannot be reached and it is "
         "not in the local cache; give a local directory (model.name=/path/to/model) or "
@@ -40,10 +43,12 @@ def resolve_pretrained(name: str) -> str:
     )
 
 
-def _cached(hub_id: str) -> bool:
+def _cached_snapshot(hub_id: str) -> str | None:
+    """The local snapshot directory of a model in the Hugging Face cache, if it is there."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    config = try_to_load_from_cache(hub_id, "config.json")
+    return str(Path(config).parent) if isinstance(config, str) else None
 
 
 def load_tokenizer(name: str):
