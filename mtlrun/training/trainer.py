@@ -265,7 +265,9 @@ class Trainer:
         for k, name in enumerate(self.names):
             dev, test = devs[k], self._eval(k, "test")
             metric = self.tasks[k].task.metric.value
-            per_task[name] = {"metric": metric, "dev": dev.score, "test": test.score,
+            higher = self.tasks[k].task.metric.higher_is_better
+            per_task[name] = {"metric": metric, "higher_is_better": higher,
+                              "dev": dev.score, "test": test.score,
                               "batches_seen": self.state.batches_seen[k],
                               "examples_seen": self.state.examples_seen[k]}  # fmt: skip
             if len(dev.metrics) > 1:  # every metric the task reports, primary included
