@@ -79,6 +79,9 @@ def prepare(c: Any) -> Prepared:
         load_tasks(c.tasks, c.seed, c.data_dir),
         scheduler_class(c.scheduler.name).task_subset(c.scheduler),
     )
+    if uses_subwords(c.model) and c.optimizer.lr > 1e-4:
+        log.warning("optimizer.lr=%g fine-tunes a pretrained encoder, which usually needs about "
+                    "2e-5: optimizer=adamw_bert sets AdamW at 2e-5", c.optimizer.lr)  # fmt: skip
     for t in tasks:
         empty = [s for s in ("train", "dev", "test") if len(t.split(s)) == 0
                  and not (s == "dev" and t.missing_dev)]  # fmt: skip
