@@ -16,6 +16,7 @@ from mtlrun.atomic import write_text_atomic
 from mtlrun.config import validate
 from mtlrun.errors import ConfigError, DataError
 from mtlrun.models import build_model, uses_subwords
+from mtlrun.models.embeddings import pretrained_words
 from mtlrun.report.results import print_results, write_results
 from mtlrun.schedulers import (
     Scheduler,
@@ -96,7 +97,9 @@ def prepare(c: Any) -> Prepared:
         encoded, vocab = encode_tasks(tasks, SubwordEncoder(c.model.name, c.model.max_length),
                                       c.cache_dir), None  # fmt: skip
     else:
-        words = WordEncoder(c.model.vocab, c.model.max_length)
+        emb = c.model.embeddings
+        words = WordEncoder(c.model.vocab, c.model.max_length, emb.path,
+                            lambda: pretrained_words(emb))  # fmt: skip
         encoded, vocab = encode_tasks(tasks, words, c.cache_dir), words.vocab
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),

@@ -70,3 +70,19 @@ def test_different_inputs_use_different_cache_entries(tmp_path):
     _encode(VocabConfig(), 100, tmp_path)
     _encode(VocabConfig(), 50, tmp_path)
     assert len(list((tmp_path / "encoded").iterdir())) == 2
+
+
+def test_dev_and_test_words_with_pretrained_vectors_join_the_vocabulary(tmp_path):
+    """Words only seen in dev/test keep their pretrained vectors instead of becoming [UNK]
+    (exact or lower-cased match); words without a vector stay unknown; labels play no part."""
+    words = WordEncoder(VocabConfig(), 100, "vectors.txt", lambda: {"zzz", "d"})
+    tasks = toy_tasks()
+    tasks[0].test.tokens[0] = ["ZZZ", "qqq"]
+    encoded = encode_tasks(tasks, words, tmp_path)
+    vocab = words.tokenizer.get_vocab()
+    assert "zzz" in vocab and "ZZZ" in vocab and "qqq" not in vocab
+    assert vocab["zzz"] > vocab["d"]  # after every training word
+    assert encoded[0].splits["dev"].ids.tolist() == [vocab["a"], vocab["zzz"]]
+    plain = WordEncoder(VocabConfig(), 100)
+    encode_tasks(toy_tasks(), plain, tmp_path)
+    assert "zzz" not in plain.tokenizer.get_vocab()  # no pretrained file: training words only

