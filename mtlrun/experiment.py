@@ -72,17 +72,7 @@ class Prepared:
     device: torch.device
 
 
-def prepare(c: Any) -> Prepared:
-    """Tasks -> vocabulary and encoded splits -> scheduler (its step mode checked)."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    device = device_for(c.hardware)
-    tasks = select_tasks(
-        load_tasks(c.tasks, c.seed, c.data_dir),
-        scheduler_class(c.scheduler.name).task_subset(c.scheduler),
-    )
-    if uses_subwords(c.model) and c.optimizer.lr > 1e-4:
-        log.warning("optimizer.lr=%g fine-tunes a pretrained encoder, which usually needs about "
-                    "2e-5: optimizer=adamw_bert sets AdamW at 2e-5", c.optimizer.lr)  # fmt: skip
+def check_splits(tasks: list[Task]) -> None:
     for t in tasks:
         empty = [s for s in ("train", "dev", "test") if len(t.split(s)) == 0
                  and not (s == "dev" and t.missing_dev)]  # fmt: skip
@@ -91,16 +81,38 @@ def prepare(c: Any) -> Prepared:
                 f"task {t.name} has no {' and no '.join(empty)} examples; "
                 "check its files (or the tasks.* settings that split them)"
             )
+
+
+def encode(c: Any, tasks: list[Task]) -> tuple[list[EncodedTask], list[str] | None]:
+    """Token ids of every split, and the word vocabulary (None for a pretrained subword model,
+    which brings its own)."""
     if uses_subwords(c.model):
         from mtlrun.tasks.subwords import SubwordEncoder
 
-        encoded, vocab = encode_tasks(tasks, SubwordEncoder(c.model.name, c.model.max_length),
-                                      c.cache_dir), None  # fmt: skip
-    else:
-        emb = c.model.embeddings
-        words = WordEncoder(c.model.vocab, c.model.max_length, emb.path,
-                            lambda: pretrained_words(emb))  # fmt: skip
-        encoded, vocab = encode_tasks(tasks, words, c.cache_dir), words.vocab
+        if c.optimizer.lr > 1e-4:
+            log.warning(
+                "optimizer.lr=%g fine-tunes a pretrained encoder, which usually needs about "
+                "2e-5: optimizer=adamw_bert sets AdamW at 2e-5",
+                c.optimizer.lr,
+            )
+        subwords = SubwordEncoder(c.model.name, c.model.max_length)
+        return encode_tasks(tasks, subwords, c.cache_dir), None
+    emb = c.model.embeddings
+    words = WordEncoder(c.model.vocab, c.model.max_length, emb.path,
+                        lambda: pretrained_words(emb))  # fmt: skip
+    return encode_tasks(tasks, words, c.cache_dir), words.vocab
+
+
+def prepare(c: Any) -> Prepared:
+    """Tasks -> vocabulary and encoded splits -> scheduler (its step mode checked)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = device_for(c.hardware)
+    tasks = select_tasks(
+        load_tasks(c.tasks, c.seed, c.data_dir),
+        scheduler_class(c.scheduler.name).task_subset(c.scheduler),
+    )
+    check_splits(tasks)
+    encoded, vocab = encode(c, tasks)
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
                  n_train_batches=-(-len(t.splits["train"]) // c.trainer.batch_size),
