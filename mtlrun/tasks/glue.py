@@ -28,7 +28,7 @@ from pathlib import Path
 from mtlrun.errors import ConfigError, DataError
 from mtlrun.tasks.sources import load_hub_split, local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
-from mtlrun.tasks.text_files import find_file, read_lines, word_tokens
+from mtlrun.tasks.text_files import file_stats, find_file, read_lines, word_tokens
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +241,6 @@ def fixed_split(n: int, first: int, seed: int, groups: Sequence | None = None):
         size += sizes[g]
     return ([i for i, g in enumerate(groups) if g in chosen],
             [i for i, g in enumerate(groups) if g not in chosen])  # fmt: skip
-
-
-def file_stats(paths) -> dict:
-    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths}
 
 
 # --- MNLI train (shared with XNLI) ---------------------------------------------------------------

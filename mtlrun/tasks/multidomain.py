@@ -12,7 +12,7 @@ from pathlib import Path
 from mtlrun.errors import DataError
 from mtlrun.tasks.sources import local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
-from mtlrun.tasks.text_files import find_file, read_lines, split_tokens
+from mtlrun.tasks.text_files import file_stats, find_file, read_lines, split_tokens
 
 HOW_TO_GET = (
     "put <domain>.task.train and <domain>.task.test (or .gz) there, from the FDU-MTL release "
@@ -59,7 +59,7 @@ def load_domain(directory: Path, domain: str, dev_size: int) -> Task:
         test=read_labelled_lines(files["test"]),
         fingerprint={
             "dev_size": dev_size,
-            "files": {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in files.values()},
+            "files": file_stats(files.values()),
         },
     )
 

@@ -18,6 +18,11 @@ def find_file(directory: Path, name: str) -> Path | None:
     return None
 
 
+def file_stats(paths) -> dict:
+    """Path -> [size, mtime] of each file: what a task's fingerprint (its cache key) records."""
+    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths}
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, text) splitting on b"\\n" only.
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from mtlrun.errors import ConfigError, DataError
 from mtlrun.tasks import glue
-from mtlrun.tasks.glue import NLI_LABELS, file_stats, fixed_split, hub_split, read_header_tsv
+from mtlrun.tasks.glue import NLI_LABELS, fixed_split, hub_split, read_header_tsv
 from mtlrun.tasks.sources import local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
-from mtlrun.tasks.text_files import find_file, word_tokens
+from mtlrun.tasks.text_files import file_stats, find_file, word_tokens
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from mtlrun.errors import ConfigError
 from mtlrun.models import Batch, MultiTaskModel
 from mtlrun.schedulers import SignalRequest, Signals, TaskOutputs
 from mtlrun.tasks.encode import EncodedTask
-from mtlrun.tasks.spec import Kind
+from mtlrun.tasks.spec import Kind, Metric
 from mtlrun.training.batches import collate
 from mtlrun.training.metrics import compute_metric
 
@@ -133,7 +133,9 @@ class SignalMeter:
         tagging = task.kind == Kind.TAGGING
         gold = [g if tagging else int(g[0]) for _, _, g in rows]
         pred = [p.argmax(-1) if tagging else int(p[0].argmax()) for p, _, _ in rows]
-        positive = None if tagging or task.num_labels != 2 else [float(p[0][1]) for p, _, _ in rows]
+        positive = None  # label 1's probability, for ROC-AUC only
+        if task.metric == Metric.ROC_AUC:
+            positive = [float(p[0][1]) for p, _, _ in rows]
         ce = np.concatenate([c for _, c, _ in rows])
         score = compute_metric(task.metric, gold, pred, task.label_names, positive)
         return score, float(ce.mean())
