@@ -85,7 +85,7 @@ def test_zscore_of_equal_values_is_zero():
 def test_dqn_learns_a_one_step_bandit():
     """Terminal transitions with action 1 worth more: Q(S, 1) ends above Q(S, 0)."""
     cfg = QLS.Config(q_hidden=16, q_lr=1e-2, learning_starts=8, replay_batch=8, target_sync=5)
-    dqn = DQN(4, 2, cfg, seed=0)
+    dqn = DQN(2, 2, cfg, seed=0)  # 2 bins x 2 tasks
     rng = np.random.default_rng(0)
     s = np.array([0.25, 0.25, 0.25, 0.25], np.float32)
     for i in range(200):
@@ -98,8 +98,9 @@ def test_dqn_learns_a_one_step_bandit():
 
 
 def test_dqn_target_network_is_a_lagged_copy():
-    cfg = QLS.Config(q_hidden=8, learning_starts=1, replay_batch=2, target_sync=3)
-    dqn = DQN(2, 2, cfg, seed=1)
+    cfg = QLS.Config(q_hidden=8, learning_starts=1, replay_batch=2, target_sync=3,
+                     q_network="flat")  # fmt: skip
+    dqn = DQN(1, 2, cfg, seed=1)
     rng = np.random.default_rng(0)
     s = np.ones(2, np.float32)
     dqn.replay.add(s, 0, -1.0, s, 0, False)
@@ -229,12 +230,13 @@ def test_state_round_trip_mid_learning_continues_identically():
         assert torch.equal(x, y)
 
 
-def test_nan_reward_is_punished_and_ends_the_episode():
-    qls = make(state_subset="all")
+@pytest.mark.parametrize("mode, expected", [("fixed", -10.0), ("scaled", -4 * np.log(2))])
+def test_nan_reward_is_punished_and_ends_the_episode(mode, expected):
+    qls = make(state_subset="all", punishment_mode=mode)
     probs = [np.tile([[0.6, 0.4]], (10, 1))] * 2
     qls.observe_signals(0, signals_for(qls, probs))
     qls.observe_signals(5, signals_for(qls, probs, losses={0: float("nan"), 1: 0.1}))
-    assert qls.dqn.replay.rewards[0] == -10 and qls.dqn.replay.done[0]
+    assert qls.dqn.replay.rewards[0] == pytest.approx(expected) and qls.dqn.replay.done[0]
 
 
 def test_seeds_change_the_exploration():
@@ -274,7 +276,7 @@ def test_sarsa_stores_the_next_action_taken():
 
 def test_without_a_target_network_the_target_is_q_itself():
     cfg = QLS.Config(q_hidden=8, learning_starts=1, replay_batch=2, target_sync=0)
-    dqn = DQN(2, 2, cfg, seed=1)
+    dqn = DQN(1, 2, cfg, seed=1)
     assert dqn.target is None
     s = np.ones(2, np.float32)
     dqn.replay.add(s, 0, -1.0, s, 0, False)

@@ -1,25 +1,29 @@
-"""`qls`: the Q-Learning Scheduler of SEED-000 (SCHEDULERS.md §6.3).
+"""`qls`: the Q-Learning Scheduler of SEED-000 (docs/schedulers.md, `qls`).
 
 A deep Q-network picks the task of the next D training steps from the state
 S = concat_k histogram(ζ(x) for x in H_k) — the model's per-task uncertainty (margin by
 default) over a fixed set H_k of hard dev examples, n_b bins per task. It learns before the
 run, over episodes that each train a freshly initialised MTL model for `episode_steps` steps:
 
-    every D steps:  r = −Σ_k V_k  (mean dev cross-entropy per task), or the punishment −10 when
+    every D steps:  r = −Σ_k V_k  (mean dev cross-entropy per task), or a punishment when
                     mean_k s_k < 0.95 · mean_k s*_k (single-task baselines, if given)
-                    store (S, a, r, S', done = last decision of the episode) in the replay buffer,
-                    one DQN step on y = r + γ max_a' Q_target(S', a')  (Huber loss)
-                    a' = argmax_a  Q̃(S', a) + τ_d · sqrt(C² / max(1, N(a))) · Z_a   (BGE, §6.3.5)
+                    store (S, a, r, S', done = last decision of the episode) (n-step: the
+                    discounted sum of n rewards and S_{t+n}) in the replay buffer,
+                    DQN steps on y = r + γ^n max_a' Q_target(S', a')  (Huber loss)
+                    a' = argmax_a  Q̃(S', a) + τ_d · sqrt(C² / max(1, N(a))) · Z_a   (BGE)
 
-and then runs greedily: a = argmax_a Q(S, a). `scheduler.policy=<policy.pt>` skips learning and
-reuses a saved policy (Q-network and H_k). The presets are `qls` (practical: finishes on a
-laptop CPU) and `qls_faithful` (the paper's 1M steps with a reset every 10K, D = 1).
+and then runs the policy: greedy a = argmax_a Q(S, a) (the paper), or a draw from
+softmax(Q̃ / run_tau) (`run_policy=boltzmann`). Parallel learning episodes are actors that
+share the DQN (`use_actor`). `scheduler.policy=<policy.pt>` skips learning and reuses a saved
+policy (Q-network, normalisers and H_k). The presets are `qls` (practical: finishes on a laptop
+CPU) and `qls_faithful` (the paper's 1M steps with a reset every 10K, D = 1).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +39,19 @@ from mtlrun.schedulers.base import (
     Signals,
     StepMode,
     TaskInfo,
+    inverse_cdf,
 )
 from mtlrun.schedulers.baselines import check_baselines_value, load_baselines
-from mtlrun.schedulers.dqn import DQN, ReplayBuffer, bge_index, temperature, zscore
+from mtlrun.schedulers.dqn import (
+    DQN,
+    Q_NETWORKS,
+    NStepAccumulator,
+    ReplayBuffer,
+    bge_index,
+    softmax,
+    temperature,
+    zscore,
+)
 from mtlrun.schedulers.registry import register
 from mtlrun.schedulers.uncertainty import histogram, row_uncertainty
 from mtlrun.training import checkpoint
@@ -55,28 +69,35 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
 @dataclass
 class QLSConfig(SchedulerConfig):
     """Defaults = the practical preset (conf/scheduler/qls.yaml); qls_faithful.yaml has the
-    paper's budget."""
+    paper's budget and choices. Provenance of each key is in the yaml files."""
 
     name: str = "qls"
-    policy: str | None = None  # a saved policy.pt: skip learning, run it greedily
-    # learning budget (§6.3.1 / §6.3.7)
+    policy: str | None = None  # a saved policy.pt: skip learning, run it
+    # learning budget
     episodes: int = 3  # MTL resets in the learning phase (T_total / T_reset); paper 100
     episode_steps: int | None = None  # steps between MTL resets (T_reset); null = max_steps
-    decision_every: int = 100  # D: training steps per decision; paper 1
-    # state (§6.3.2)
+    decision_every: int = 10  # D: training steps per decision; paper 1
+    parallel_episodes: int = 1  # N episodes trained at once (replicated models, one buffer)
+    # state
     uncertainty: str = "margin"  # margin | least_conf | entropy
     n_bins: int = 20
     state_subset: str = "hard"  # hard (n_h hardest dev examples, fixed) | all
     hard_examples: int = 16  # n_h (qls_faithful: 128)
     hard_after_steps: int = 250  # H_k from the MTL model after this many steps of episode 1
-    # reward (§6.3.3)
+    state_norm: bool = False  # z-score state features with running statistics
+    # reward
     reward_examples: int | None = 32  # dev examples per task for V_k and s_k; null = all
-    punishment: float = -10.0
+    punishment: float = -10.0  # the paper's fixed punishment (punishment_mode=fixed)
+    punishment_mode: str = "scaled"  # fixed: r = punishment | scaled: r = −ΣV_k − Σ_k ln C_k
     punish_ratio: float = 0.95
     punish_after_steps: int = 0  # mute the punishment for the first steps of every episode
-    # DQN (§6.3.4, §6.3.6)
+    reward_norm: bool = False  # z-score rewards with running statistics
+    # DQN
     gamma: float = 0.99
     target: str = "dqn"  # dqn (max over a') | sarsa (the next action taken)
+    double: bool = False  # Double DQN: the online network picks a', the target values it
+    n_step: int = 1  # n-step returns
+    q_network: str = "flat"  # flat (the paper's MLP) | equivariant (one scorer for all tasks)
     q_hidden: int = 256
     q_optimizer: str = "adam"  # adam | rmsprop (Mnih et al. 2013)
     q_lr: float = 1e-3
@@ -84,13 +105,16 @@ class QLSConfig(SchedulerConfig):
     replay_size: int = 100_000
     replay_batch: int = 32
     learning_starts: int = 32  # transitions in the buffer before the first update
+    updates_per_decision: int = 1  # gradient steps per stored transition
     target_sync: int = 25  # gradient steps between hard target copies; 0 = no target network
-    # exploration (§6.3.5)
+    # exploration (learning) and the run phase
     q_normalization: str = "zscore"  # zscore | none
     tau0: float = 10.0
     tau_min: float = 0.01
     anneal_fraction: float = 0.8
     bge_c: float = 1.0
+    run_policy: str = "greedy"  # greedy (paper) | boltzmann: sample softmax(Q̃ / run_tau)
+    run_tau: float = 1.0
 
     def __post_init__(self) -> None:
         check_baselines_value(self.baselines)
@@ -99,9 +123,13 @@ class QLSConfig(SchedulerConfig):
         _choice("target", self.target, ("dqn", "sarsa"))
         _choice("q_optimizer", self.q_optimizer, ("adam", "rmsprop"))
         _choice("q_normalization", self.q_normalization, ("zscore", "none"))
-        positive = ("episodes", "decision_every", "n_bins", "hard_examples", "q_hidden",
-                    "q_lr", "q_grad_clip", "replay_size", "replay_batch", "tau0", "tau_min",
-                    "anneal_fraction")  # fmt: skip
+        _choice("q_network", self.q_network, tuple(Q_NETWORKS))
+        _choice("punishment_mode", self.punishment_mode, ("fixed", "scaled"))
+        _choice("run_policy", self.run_policy, ("greedy", "boltzmann"))
+        positive = ("episodes", "decision_every", "parallel_episodes", "n_bins", "hard_examples",
+                    "q_hidden", "q_lr", "q_grad_clip", "replay_size", "replay_batch", "tau0",
+                    "tau_min", "anneal_fraction", "n_step", "updates_per_decision",
+                    "run_tau")  # fmt: skip
         for key in positive:
             if not getattr(self, key) > 0:
                 raise ConfigError(f"scheduler.{key} must be > 0 (got {getattr(self, key)})")
@@ -114,6 +142,32 @@ class QLSConfig(SchedulerConfig):
         for key in ("hard_after_steps", "punish_after_steps", "learning_starts", "target_sync"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"scheduler.{key} must be >= 0 (got {getattr(self, key)})")
+        if self.target == "sarsa" and (self.n_step > 1 or self.double):
+            raise ConfigError(
+                "scheduler.target=sarsa takes the next action actually taken: it combines with "
+                "neither scheduler.n_step > 1 nor scheduler.double=true"
+            )
+
+
+@dataclass
+class Actor:
+    """One learning episode in progress (the run phase is actor 0): the task in force, the
+    (S, a) awaiting its reward, the return so far and the pending n-step transitions."""
+
+    episode: int
+    nstep: NStepAccumulator
+    current: int | None = None
+    previous: tuple[np.ndarray, int] | None = None
+    episode_return: float = 0.0
+    last_reward: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"episode": self.episode, "current": self.current, "previous": self.previous,
+                "episode_return": self.episode_return, "last_reward": self.last_reward,
+                "nstep": self.nstep.state_dict()}  # fmt: skip
+
+
+DIAGNOSTIC_STATES = 256  # recent states over which the Q spreads are measured
 
 
 @register
@@ -122,6 +176,7 @@ class QLS(Scheduler):
     Config = QLSConfig
     category = Category.POLICY
     step_modes = (StepMode.SINGLE,)
+    learned = True
 
     def __init__(
         self, cfg: QLSConfig, tasks: list[TaskInfo], total_steps: int, rng: np.random.Generator
@@ -140,8 +195,10 @@ class QLS(Scheduler):
         if cfg.baselines is not None:
             self.baselines = np.asarray(load_baselines(cfg.baselines, [t.name for t in tasks]))
         elif cfg.policy is None:
-            log.warning("qls: no scheduler.baselines, so the -10 punishment (§6.3.3) is off")
-        self.dqn = DQN(self.K * cfg.n_bins, self.K, cfg, seed=int(rng.integers(2**31)))
+            log.warning("qls: no scheduler.baselines, so the punishment is off")
+        # the loss of a chance-level model, Σ_k ln C_k: the scale of the scaled punishment
+        self.chance_loss = float(sum(math.log(max(t.num_labels, 2)) for t in tasks))
+        self.dqn = DQN(cfg.n_bins, self.K, cfg, seed=int(rng.integers(2**31)))
         self.hard: list[np.ndarray] | None = None  # H_k (dev example indices)
         self.reward_rows: list[np.ndarray] | None = None  # R_k, fixed once drawn
         self.learning = cfg.policy is None
@@ -149,12 +206,46 @@ class QLS(Scheduler):
             self.load_policy(Path(cfg.policy))
         self.action_counts = np.zeros(self.K, np.int64)  # N(a) over the learning phase
         self.decisions = 0  # d
-        self.current: int | None = None
-        self.previous: tuple[np.ndarray, int] | None = None  # (S, a) awaiting its reward
-        self.episode = 0
-        self.last_reward: float | None = None
-        self.episode_return = 0.0
+        self.actors = [self._actor(0)]
+        self.actor = 0  # the actor the step-level calls address
+        self.run_probs: np.ndarray | None = None  # the run phase's current π(·|S) (boltzmann)
         self.last_q: np.ndarray | None = None
+        self.recent = deque(maxlen=DIAGNOSTIC_STATES)  # run-phase states, for diagnostics
+
+    def _actor(self, episode: int) -> Actor:
+        return Actor(episode, NStepAccumulator(self.cfg.n_step, self.cfg.gamma))
+
+    # --- the actor in force (one per parallel learning episode; the run phase is actor 0) -----
+    def use_actor(self, i: int) -> None:
+        self.actor = i
+
+    @property
+    def _a(self) -> Actor:
+        return self.actors[self.actor]
+
+    @property
+    def current(self) -> int | None:
+        return self._a.current
+
+    @property
+    def previous(self) -> tuple[np.ndarray, int] | None:
+        return self._a.previous
+
+    @property
+    def episode(self) -> int:
+        return self._a.episode
+
+    @property
+    def last_reward(self) -> float | None:
+        return self._a.last_reward
+
+    @property
+    def episode_return(self) -> float:
+        return self._a.episode_return
+
+    @property
+    def decision_interval(self) -> int:
+        return self.cfg.decision_every
 
     # --- phases -------------------------------------------------------------------------------
     def learning_plan(self) -> tuple[int, int] | None:
@@ -167,27 +258,34 @@ class QLS(Scheduler):
         episodes, steps = self.learning_plan() or (1, self.episode_steps)
         return episodes * math.ceil(steps / self.cfg.decision_every)
 
+    def begin_episodes(self, first: int, n: int) -> None:
+        """Episodes first … first+n−1 start, one actor each (fresh models, fresh optimizers)."""
+        self.actors = [self._actor(first + i) for i in range(n)]
+        self.actor = 0
+
     def begin_episode(self, episode: int) -> None:
-        self.episode = episode
-        self.current, self.previous = None, None
-        self.episode_return = 0.0
+        self.begin_episodes(episode, 1)
 
     def end_learning(self, run_dir: Path) -> None:
         self.learning = False
-        self.current, self.previous = None, None
+        self.actors, self.actor = [self._actor(0)], 0
+        self.learn_diagnostics = self.dqn.diagnostics(
+            self.dqn.replay.recent_states(DIAGNOSTIC_STATES)
+        )
         self.dqn.replay = ReplayBuffer(1, self.K * self.cfg.n_bins)  # free the memory
         self.save_policy(run_dir / "policy.pt")
 
     def tau(self) -> float:
-        """The exploration temperature at the current decision count (§6.3.5)."""
+        """The exploration temperature at the current decision count."""
         c = self.cfg
         return temperature(self.decisions, self.total_decisions, c.tau0, c.tau_min,
                            c.anneal_fraction)  # fmt: skip
 
     def learning_status(self) -> str:
-        tau = self.tau()
         reward = "-" if self.last_reward is None else f"{self.last_reward:.3f}"
-        return f"episode {self.episode + 1} τ {tau:.3g} reward {reward}"
+        loss = "-" if self.dqn.last_loss is None else f"{self.dqn.last_loss:.3g}"
+        return (f"episode {self.episode + 1} τ {self.tau():.3g} reward {reward} "
+                f"td-loss {loss} replay {len(self.dqn.replay)}")  # fmt: skip
 
     # --- decisions ------------------------------------------------------------------------------
     def next_task(self, t: int) -> int:
@@ -198,6 +296,8 @@ class QLS(Scheduler):
     def task_distribution(self, t: int) -> np.ndarray:
         if self.current is None:
             return np.full(self.K, 1.0 / self.K)
+        if not self.learning and self.run_probs is not None:
+            return self.run_probs.copy()
         return np.eye(self.K)[self.current]
 
     def wants_signals(self, t: int) -> SignalRequest | None:
@@ -234,29 +334,48 @@ class QLS(Scheduler):
             log.info("qls: H_k fixed at step %d of episode %d (%d examples per task)", t,
                      self.episode + 1, len(self.hard[0]))  # fmt: skip
         state = self.state_vector(signals)
-        if not self.learning:
-            self.last_q = self.dqn.values(state)
-            self.current = int(np.argmax(self.last_q))  # greedy, ties to the lowest index
+        if self.learning:
+            self._learn_step(t, state, signals)
+        else:
+            self._run_step(state)
+
+    def _run_step(self, state: np.ndarray) -> None:
+        """The run phase: the greedy action (paper), or a draw from softmax(Q̃ / run_tau)."""
+        self.recent.append(state)
+        q = self.dqn.values(state)
+        self.last_q = q
+        if self.cfg.run_policy == "greedy":
+            self._a.current = int(np.argmax(q))  # ties to the lowest index
             return
+        self.run_probs = softmax(zscore(q) / self.cfg.run_tau)
+        self._a.current = int(inverse_cdf(np.cumsum(self.run_probs), self.rng.random()))
+
+    def _learn_step(self, t: int, state: np.ndarray, signals: Signals) -> None:
+        """Store the previous decision's transition (n-step), update the DQN, explore."""
+        actor, cfg = self._a, self.cfg
         done = t >= self.episode_steps
-        stored = self.previous is not None
-        if stored:
+        reward = None
+        if actor.previous is not None:
             reward = self.reward(signals, t)
-            if not math.isfinite(reward):  # §6.3.9: a diverged MTL model
-                reward, done = self.cfg.punishment, True
-            self.last_reward = reward
-            self.episode_return += reward
-            prev_state, prev_action = self.previous
-            self.dqn.replay.add(prev_state, prev_action, reward, state, prev_action, done)
-        sarsa = self.cfg.target == "sarsa"
-        if stored and not sarsa:  # §6.3.8 order: update, then choose with the updated Q
+            if not math.isfinite(reward):  # a diverged MTL model: punished, and the episode ends
+                reward, done = self._punished(np.full(self.K, math.inf)), True
+            actor.last_reward = reward
+            actor.episode_return += reward
+        self.dqn.observe(state, reward)
+        if actor.previous is not None:
+            prev_state, prev_action = actor.previous
+            for tr in actor.nstep.push(prev_state, prev_action, reward, state, done):
+                self.dqn.replay.add(tr.state, tr.action, tr.reward, tr.next_state, tr.action,
+                                    tr.done, tr.steps)  # fmt: skip
+        sarsa = cfg.target == "sarsa"
+        if actor.previous is not None and not sarsa:  # update, then choose with the updated Q
             self.dqn.update(self.rng)
-        self.current = None if done else self.explore(state)
-        if stored and sarsa:  # SARSA's target needs the action taken in S' first
-            if self.current is not None:
-                self.dqn.replay.set_next_action(self.current)
+        actor.current = None if done else self.explore(state)
+        if actor.previous is not None and sarsa:  # SARSA's target needs the action taken in S'
+            if actor.current is not None:
+                self.dqn.replay.set_next_action(actor.current)
             self.dqn.update(self.rng)
-        self.previous = None if done else (state, self.current)
+        actor.previous = None if done else (state, actor.current)
 
     def explore(self, state: np.ndarray) -> int:
         """Boltzmann–Gumbel exploration on (z-scored) Q-values, τ annealed over decisions."""
@@ -296,13 +415,26 @@ class QLS(Scheduler):
         return np.concatenate(parts).astype(np.float32)
 
     def reward(self, signals: Signals, t: int) -> float:
-        """§6.3.3: −Σ_k V_k, or the punishment when the mean score falls below the ratio of the
-        baselines' mean (replace, averages) — muted for the first punish_after_steps steps."""
+        """−Σ_k V_k, or the punishment when the mean score falls below the ratio of the
+        baselines' mean (averages) — muted for the first punish_after_steps steps."""
         cfg = self.cfg
         scores = np.array([signals.scores[k] for k in range(self.K)])
         losses = np.array([signals.losses[k] for k in range(self.K)])
-        return qls_reward(losses, scores, self.baselines, cfg.punish_ratio, cfg.punishment,
-                          active=t >= cfg.punish_after_steps)  # fmt: skip
+        if (t >= cfg.punish_after_steps and self.baselines is not None
+                and scores.mean() < cfg.punish_ratio * self.baselines.mean()):  # fmt: skip
+            return self._punished(losses)
+        return float(-losses.sum())
+
+    def _punished(self, losses: np.ndarray) -> float:
+        """`fixed` [P]: the paper's constant (−10), which replaces the reward — milder than the
+        reward itself whenever Σ_k V_k > 10, e.g. at chance with 16 binary tasks (11.09).
+        `scaled` [D]: the reward minus a chance-level model's loss, −Σ_k V_k − Σ_k ln C_k, so a
+        punished decision is always worse than the same decision unpunished, for any K. A
+        diverged model (infinite loss) gets −2 Σ_k ln C_k under `scaled`."""
+        if self.cfg.punishment_mode == "fixed":
+            return float(self.cfg.punishment)
+        loss = float(losses.sum()) if np.all(np.isfinite(losses)) else self.chance_loss
+        return -loss - self.chance_loss
 
     # --- policy files -------------------------------------------------------------------------
     def save_policy(self, path: Path) -> None:
@@ -312,15 +444,18 @@ class QLS(Scheduler):
             "settings": self._policy_settings(),
             "hard": self.hard,
             "q": self.dqn.q.state_dict(),
+            "norm": self.dqn.norm_state(),
             "decisions": self.decisions,
             "action_counts": self.action_counts.tolist(),
         })  # fmt: skip
         log.info("qls: policy saved to %s", path)
 
     def _policy_settings(self) -> dict[str, Any]:
+        """What a saved policy must share with the run that reuses it."""
         c = self.cfg
         return {"uncertainty": c.uncertainty, "n_bins": c.n_bins, "state_subset": c.state_subset,
                 "hard_examples": c.hard_examples, "q_hidden": c.q_hidden,
+                "q_network": c.q_network, "state_norm": c.state_norm,
                 "decision_every": c.decision_every}  # fmt: skip
 
     def load_policy(self, path: Path) -> None:
@@ -338,7 +473,9 @@ class QLS(Scheduler):
                 f"scheduler.policy: {path} was learned for tasks {saved['tasks']}, this run has "
                 f"{names}"
             )
-        mismatched = {k: v for k, v in saved["settings"].items()
+        defaults = {"q_network": "flat", "state_norm": False}  # files from before these keys
+        settings = {**defaults, **saved["settings"]}
+        mismatched = {k: v for k, v in settings.items()
                       if k != "decision_every" and self._policy_settings()[k] != v}  # fmt: skip
         if mismatched:
             raise ConfigError(
@@ -356,16 +493,26 @@ class QLS(Scheduler):
                 )
         self.hard = saved["hard"]
         self.dqn.q.load_state_dict(saved["q"])
+        self.dqn.load_norm_state(saved.get("norm", {}))
         self.learning = False
         log.info("qls: running the saved policy %s (no learning phase)", path)
 
     # --- logging and checkpoints ----------------------------------------------------------------
     def log_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"action": self.current, "decisions": self.decisions}
+        """Logged with every evaluation: the action in force, the Q-values at the last state,
+        the DQN's TD loss, replay size and temperature, and how much Q varies across actions
+        versus across the recent states (diagnostics of a degenerate policy)."""
+        state: dict[str, Any] = {"action": self.current, "decisions": self.decisions,
+                                 "tau": self.tau(), "replay": len(self.dqn.replay),
+                                 "updates": self.dqn.updates}  # fmt: skip
         if self.last_q is not None:
             state["q"] = [round(float(v), 4) for v in self.last_q]
         if self.dqn.last_loss is not None:
-            state["dqn_loss"] = self.dqn.last_loss
+            state["td_loss"] = self.dqn.last_loss
+        states = np.asarray(self.recent) if self.recent else np.zeros((0, self.K * self.cfg.n_bins))
+        state.update(self.dqn.diagnostics(states))
+        if getattr(self, "learn_diagnostics", None):
+            state["learned"] = self.learn_diagnostics
         return state
 
     def extra_state(self) -> dict[str, Any]:
@@ -376,25 +523,33 @@ class QLS(Scheduler):
             "learning": self.learning,
             "action_counts": self.action_counts.copy(),
             "decisions": self.decisions,
-            "current": self.current,
-            "previous": self.previous,
-            "episode": self.episode,
-            "last_reward": self.last_reward,
-            "episode_return": self.episode_return,
+            "actors": [a.state_dict() for a in self.actors],
+            "actor": self.actor,
+            "run_probs": self.run_probs,
+            "recent": list(self.recent),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.dqn.load_state_dict(state["dqn"])
-        for key in ("hard", "reward_rows", "learning", "action_counts", "decisions", "current",
-                    "previous", "episode", "last_reward", "episode_return"):  # fmt: skip
+        for key in ("hard", "reward_rows", "learning", "action_counts", "decisions", "actor",
+                    "run_probs"):  # fmt: skip
             setattr(self, key, state[key])
+        self.actors = []
+        for saved in state["actors"]:
+            actor = self._actor(saved["episode"])
+            actor.nstep.load_state_dict(saved["nstep"])
+            for key in ("current", "previous", "episode_return", "last_reward"):
+                setattr(actor, key, saved[key])
+            self.actors.append(actor)
+        self.recent = deque(state["recent"], maxlen=DIAGNOSTIC_STATES)
 
 
 def qls_reward(
     losses: np.ndarray, scores: np.ndarray, baselines: np.ndarray | None, ratio: float,
     punishment: float, active: bool = True,
 ) -> float:  # fmt: skip
-    """§6.3.3: punishment if mean(scores) < ratio · mean(baselines), else −Σ losses."""
+    """The paper's reward with its fixed punishment: `punishment` if mean(scores) < ratio ·
+    mean(baselines), else −Σ losses."""
     if active and baselines is not None and scores.mean() < ratio * baselines.mean():
         return float(punishment)
     return float(-losses.sum())
