@@ -17,8 +17,8 @@ from mtlrun.schedulers.dqn import (
     NStepAccumulator,
     RunningNorm,
     softmax,
-    zscore,
 )
+from mtlrun.schedulers.qls import run_distribution
 
 
 def test_n_step_returns_oracle():
@@ -137,21 +137,35 @@ def test_scaled_punishment_is_below_the_reward_for_any_number_of_tasks():
         assert fixed.reward(sig, t=0) == -10.0
 
 
-def test_boltzmann_run_phase_draws_from_the_softmax_of_z_scored_q(tmp_path):
+def test_boltzmann_run_phase_draws_at_a_temperature_in_units_of_the_td_error(tmp_path):
     learner = make(run_policy="boltzmann", run_tau=0.5)
     rng = np.random.default_rng(0)
     for e in range(2):
         learner.begin_episode(e)
         drive_episode(learner, rng)
     learner.end_learning(tmp_path)
+    sigma = learner.dqn.td_rms
+    assert sigma > 0
+    reused = make(policy=str(tmp_path / "policy.pt"), run_policy="boltzmann", run_tau=0.5)
+    assert reused.dqn.td_rms == sigma  # saved with the policy
     probs = [np.tile([[0.7, 0.3]], (10, 1))] * 2
     counts = np.zeros(2)
     for t in range(0, 2000, 5):
         learner.observe_signals(t, signals_for(learner, probs))
         counts[learner.next_task(t)] += 1
-    expected = softmax(zscore(learner.last_q) / 0.5)
+    expected = softmax(learner.last_q / (0.5 * sigma))
     np.testing.assert_allclose(learner.task_distribution(0), expected)
     np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.06)
+
+
+def test_run_distribution_is_uniform_when_q_differs_by_less_than_its_error():
+    q = np.array([-10.0, -10.5, -13.0])
+    np.testing.assert_allclose(run_distribution(q, None, 1.0), np.full(3, 1 / 3))
+    flat = run_distribution(q, 100.0, 1.0)  # error far above the differences: near uniform
+    assert np.ptp(flat) < 0.03
+    sharp = run_distribution(q, 0.1, 1.0)  # error far below: greedy
+    assert sharp[0] > 0.99
+    np.testing.assert_allclose(run_distribution(q, 2.0, 0.5), softmax(q))
 
 
 def test_parallel_actors_share_one_dqn_and_keep_their_own_episodes():
@@ -198,3 +212,15 @@ def test_option_errors():
         QLS.Config(q_network="resnet")
     with pytest.raises(ConfigError, match="run_policy"):
         QLS.Config(run_policy="epsilon")
+
+
+def test_improvement_reward_is_the_drop_in_summed_dev_loss():
+    qls = make(state_subset="all", reward="improvement")
+    probs = [np.tile([[0.6, 0.4]], (10, 1))] * 2
+    assert qls.wants_signals(0).scores  # the first decision measures the loss too
+    qls.observe_signals(0, signals_for(qls, probs, losses={0: 0.7, 1: 0.6}))
+    qls.observe_signals(5, signals_for(qls, probs, losses={0: 0.5, 1: 0.6}))
+    assert qls.dqn.replay.rewards[0] == pytest.approx(0.2)
+    punished = make(state_subset="all", reward="improvement", baselines={"t0": 1, "t1": 1})
+    assert punished.reward(signals_for(punished, probs, losses={0: 0.5, 1: 0.6}), 5, 1.3) == (
+        pytest.approx(0.2 - 2 * math.log(2)))  # fmt: skip

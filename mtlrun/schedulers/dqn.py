@@ -1,4 +1,4 @@
-"""The deep Q-network behind QLS (docs/schedulers.md, `qls`): Q-functions, a uniform replay
+"""The deep Q-network behind QLS (docs/learned_schedulers.md): Q-functions, a uniform replay
 buffer with n-step returns, the TD target (DQN, Double DQN, SARSA), a target network, running
 normalisers for states and rewards, Boltzmann–Gumbel exploration and Q diagnostics.
 
@@ -8,6 +8,7 @@ model's device or the global RNGs."""
 from __future__ import annotations
 
 import copy
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -70,16 +71,18 @@ class QNetwork(nn.Module):
 
 class EquivariantQNetwork(nn.Module):
     """One small network shared by all tasks: Q(S, a) scores task a from its own histogram h_a
-    and the mean of the other tasks' encodings, so relabelling the tasks permutes the outputs
-    and every transition trains the scorer used for every action. Dueling form:
+    and the mean of the other tasks' encodings, so every transition trains the scorer used for
+    every action. Dueling form, plus one learned offset per task:
 
         e_k = φ(h_k)                         per-task encoder (n_b → hidden → hidden)
         o_a = mean_{j≠a} e_j                 the others, pooled
-        A_a = ψ([e_a; o_a]),  V = ν(mean_k e_k)
+        A_a = ψ([e_a; o_a]) + b_a,  V = ν(mean_k e_k)
         Q(S, a) = V + A_a − mean_k A_k
 
     The state value V carries the (large, shared) return; the advantages carry what differs
-    between tasks, which is all a policy needs."""
+    between tasks, which is all a policy needs. The offsets b_a (initialised at 0) are the only
+    per-task parameters: they let a task that is useless in every state (random labels) be
+    learned as such. With equal offsets, relabelling the tasks permutes the outputs."""
 
     def __init__(self, n_bins: int, num_actions: int, hidden: int) -> None:
         super().__init__()
@@ -90,12 +93,13 @@ class EquivariantQNetwork(nn.Module):
         self.advantage = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(),
                                        nn.Linear(hidden, 1))  # fmt: skip
         self.value = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.offset = nn.Parameter(torch.zeros(num_actions))
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         e = self.encode(state.view(-1, self.K, self.n_bins))  # [B, K, H]
         total = e.sum(1, keepdim=True)
         others = (total - e) / max(self.K - 1, 1)
-        a = self.advantage(torch.cat([e, others], dim=-1)).squeeze(-1)  # [B, K]
+        a = self.advantage(torch.cat([e, others], dim=-1)).squeeze(-1) + self.offset  # [B, K]
         return self.value(total[:, 0] / self.K) + a - a.mean(1, keepdim=True)
 
 
@@ -249,6 +253,7 @@ class DQN:
         self.reward_norm = RunningNorm() if cfg.reward_norm else None
         self.updates = 0
         self.last_loss: float | None = None
+        self.td_rms: float | None = None  # RMS TD error, averaged over recent updates
 
     def observe(self, state: np.ndarray, reward: float | None) -> None:
         """Feed the running normalisers (learning phase only)."""
@@ -299,6 +304,7 @@ class DQN:
             q_sa = self.q(self._inputs(self.replay.states[i]))
             q_sa = q_sa.gather(1, torch.from_numpy(self.replay.actions[i])[:, None])[:, 0]
             loss = nn.functional.smooth_l1_loss(q_sa, y)
+            self._track_td_error(float(((q_sa.detach() - y) ** 2).mean()))
             self.optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(self.q.parameters(), cfg.q_grad_clip)
@@ -308,6 +314,12 @@ class DQN:
                 self.target.load_state_dict(self.q.state_dict())
         self.last_loss = loss.item()
         return self.last_loss
+
+    def _track_td_error(self, mse: float) -> None:
+        """An exponential average (over ~100 updates) of the squared TD error: how far off
+        the Q-values still are, in their own units (the run phase's temperature scale)."""
+        previous = mse if self.td_rms is None else self.td_rms**2
+        self.td_rms = math.sqrt(0.99 * previous + 0.01 * mse)
 
     @torch.no_grad()
     def diagnostics(self, states: np.ndarray) -> dict[str, float]:
@@ -323,14 +335,16 @@ class DQN:
                 "greedy_actions": int(len(np.unique(q.argmax(1))))}  # fmt: skip
 
     def norm_state(self) -> dict[str, Any]:
+        """What a saved policy needs besides Q's weights: the normalisers and the TD error."""
         return {"state_norm": None if self.state_norm is None else self.state_norm.state_dict(),
                 "reward_norm": None if self.reward_norm is None
-                else self.reward_norm.state_dict()}  # fmt: skip
+                else self.reward_norm.state_dict(), "td_rms": self.td_rms}  # fmt: skip
 
     def load_norm_state(self, state: dict[str, Any]) -> None:
         for name in ("state_norm", "reward_norm"):
             if getattr(self, name) is not None and state.get(name) is not None:
                 getattr(self, name).load_state_dict(state[name])
+        self.td_rms = state.get("td_rms")
 
     def state_dict(self, with_replay: bool = True) -> dict[str, Any]:
         """A copy (not views of live tensors, so an in-memory round trip shares nothing)."""

@@ -1,4 +1,4 @@
-"""`qls`: the Q-Learning Scheduler of SEED-000 (docs/schedulers.md, `qls`).
+"""`qls`: the Q-Learning Scheduler of SEED-000 (docs/learned_schedulers.md).
 
 A deep Q-network picks the task of the next D training steps from the state
 S = concat_k histogram(ζ(x) for x in H_k) — the model's per-task uncertainty (margin by
@@ -83,7 +83,7 @@ class QLSConfig(SchedulerConfig):
     n_bins: int = 20
     state_subset: str = "hard"  # hard (n_h hardest dev examples, fixed) | all
     hard_examples: int = 16  # n_h (qls_faithful: 128)
-    hard_after_steps: int = 250  # H_k from the MTL model after this many steps of episode 1
+    hard_after_steps: int | None = None  # H_k fixed after these steps of episode 1; null = T/8
     state_norm: bool = False  # z-score state features with running statistics
     # reward
     reward_examples: int | None = 32  # dev examples per task for V_k and s_k; null = all
@@ -91,6 +91,7 @@ class QLSConfig(SchedulerConfig):
     punishment_mode: str = "scaled"  # fixed: r = punishment | scaled: r = −ΣV_k − Σ_k ln C_k
     punish_ratio: float = 0.95
     punish_after_steps: int = 0  # mute the punishment for the first steps of every episode
+    reward: str = "loss"  # loss: r = −Σ_k V_k (paper) | improvement: r = Σ_k V_k(t−1) − Σ_k V_k(t)
     reward_norm: bool = False  # z-score rewards with running statistics
     # DQN
     gamma: float = 0.99
@@ -113,8 +114,8 @@ class QLSConfig(SchedulerConfig):
     tau_min: float = 0.01
     anneal_fraction: float = 0.8
     bge_c: float = 1.0
-    run_policy: str = "greedy"  # greedy (paper) | boltzmann: sample softmax(Q̃ / run_tau)
-    run_tau: float = 1.0
+    run_policy: str = "greedy"  # greedy (paper) | boltzmann: sample softmax(Q / (τ_r · σ_TD))
+    run_tau: float = 1.0  # τ_r, in units of the Q-function's RMS TD error σ_TD
 
     def __post_init__(self) -> None:
         check_baselines_value(self.baselines)
@@ -126,6 +127,7 @@ class QLSConfig(SchedulerConfig):
         _choice("q_network", self.q_network, tuple(Q_NETWORKS))
         _choice("punishment_mode", self.punishment_mode, ("fixed", "scaled"))
         _choice("run_policy", self.run_policy, ("greedy", "boltzmann"))
+        _choice("reward", self.reward, ("loss", "improvement"))
         positive = ("episodes", "decision_every", "parallel_episodes", "n_bins", "hard_examples",
                     "q_hidden", "q_lr", "q_grad_clip", "replay_size", "replay_batch", "tau0",
                     "tau_min", "anneal_fraction", "n_step", "updates_per_decision",
@@ -140,7 +142,7 @@ class QLSConfig(SchedulerConfig):
         if not 0 <= self.gamma <= 1:
             raise ConfigError(f"scheduler.gamma must be in [0, 1] (got {self.gamma})")
         for key in ("hard_after_steps", "punish_after_steps", "learning_starts", "target_sync"):
-            if getattr(self, key) < 0:
+            if (getattr(self, key) or 0) < 0:
                 raise ConfigError(f"scheduler.{key} must be >= 0 (got {getattr(self, key)})")
         if self.target == "sarsa" and (self.n_step > 1 or self.double):
             raise ConfigError(
@@ -160,10 +162,12 @@ class Actor:
     previous: tuple[np.ndarray, int] | None = None
     episode_return: float = 0.0
     last_reward: float | None = None
+    last_loss: float | None = None  # Σ_k V_k at the last decision (the improvement reward)
 
     def state_dict(self) -> dict[str, Any]:
         return {"episode": self.episode, "current": self.current, "previous": self.previous,
                 "episode_return": self.episode_return, "last_reward": self.last_reward,
+                "last_loss": self.last_loss,
                 "nstep": self.nstep.state_dict()}  # fmt: skip
 
 
@@ -183,7 +187,10 @@ class QLS(Scheduler):
     ) -> None:
         super().__init__(cfg, tasks, total_steps, rng)
         self.episode_steps = cfg.episode_steps or total_steps
-        if cfg.state_subset == "hard" and cfg.hard_after_steps >= self.episode_steps:
+        self.hard_after = cfg.hard_after_steps
+        if self.hard_after is None:  # an eighth of the first episode: past the first shock
+            self.hard_after = self.episode_steps // 8
+        if cfg.state_subset == "hard" and self.hard_after >= self.episode_steps:
             raise ConfigError(
                 f"scheduler.hard_after_steps={cfg.hard_after_steps} must be < the episode length "
                 f"{self.episode_steps}: H_k is fixed during the first episode"
@@ -306,7 +313,7 @@ class QLS(Scheduler):
         state_subset=hard): once, at hard_after_steps, over the whole dev sets."""
         cfg = self.cfg
         if self.hard is None and cfg.state_subset == "hard":
-            if t != cfg.hard_after_steps:
+            if t != self.hard_after:
                 return None
             return SignalRequest(outputs={k: None for k in range(self.K)})
         if self.learning:
@@ -315,7 +322,9 @@ class QLS(Scheduler):
         elif t % cfg.decision_every or t >= self.total_steps:
             return None
         rows = self.hard if cfg.state_subset == "hard" else [None] * self.K
-        scores = self._reward_request() if self.learning and self.previous is not None else {}
+        # the improvement reward also needs the loss at an episode's first decision
+        needs_reward = self.previous is not None or self.cfg.reward == "improvement"
+        scores = self._reward_request() if self.learning and needs_reward else {}
         return SignalRequest(outputs=dict(enumerate(rows)), scores=scores)
 
     def _reward_request(self) -> dict[int, np.ndarray | None]:
@@ -340,14 +349,14 @@ class QLS(Scheduler):
             self._run_step(state)
 
     def _run_step(self, state: np.ndarray) -> None:
-        """The run phase: the greedy action (paper), or a draw from softmax(Q̃ / run_tau)."""
+        """The run phase: the greedy action (paper), or a draw from the Boltzmann policy."""
         self.recent.append(state)
         q = self.dqn.values(state)
         self.last_q = q
         if self.cfg.run_policy == "greedy":
             self._a.current = int(np.argmax(q))  # ties to the lowest index
             return
-        self.run_probs = softmax(zscore(q) / self.cfg.run_tau)
+        self.run_probs = run_distribution(q, self.dqn.td_rms, self.cfg.run_tau)
         self._a.current = int(inverse_cdf(np.cumsum(self.run_probs), self.rng.random()))
 
     def _learn_step(self, t: int, state: np.ndarray, signals: Signals) -> None:
@@ -356,11 +365,13 @@ class QLS(Scheduler):
         done = t >= self.episode_steps
         reward = None
         if actor.previous is not None:
-            reward = self.reward(signals, t)
+            reward = self.reward(signals, t, actor.last_loss)
             if not math.isfinite(reward):  # a diverged MTL model: punished, and the episode ends
-                reward, done = self._punished(np.full(self.K, math.inf)), True
+                reward, done = self._punished(np.full(self.K, math.inf), actor.last_loss), True
             actor.last_reward = reward
             actor.episode_return += reward
+        if signals.losses:
+            actor.last_loss = float(sum(signals.losses.values()))
         self.dqn.observe(state, reward)
         if actor.previous is not None:
             prev_state, prev_action = actor.previous
@@ -414,27 +425,34 @@ class QLS(Scheduler):
             parts.append(histogram(self._zeta(probs), self.cfg.n_bins))
         return np.concatenate(parts).astype(np.float32)
 
-    def reward(self, signals: Signals, t: int) -> float:
-        """−Σ_k V_k, or the punishment when the mean score falls below the ratio of the
-        baselines' mean (averages) — muted for the first punish_after_steps steps."""
+    def reward(self, signals: Signals, t: int, previous_loss: float | None = None) -> float:
+        """`loss` [P]: −Σ_k V_k; `improvement` [D]: Σ_k V_k at the previous decision minus
+        Σ_k V_k now (what the last D steps gained). Either is replaced by the punishment when
+        the mean score falls below the ratio of the baselines' mean (averages) — muted for the
+        first punish_after_steps steps."""
         cfg = self.cfg
         scores = np.array([signals.scores[k] for k in range(self.K)])
         losses = np.array([signals.losses[k] for k in range(self.K)])
         if (t >= cfg.punish_after_steps and self.baselines is not None
                 and scores.mean() < cfg.punish_ratio * self.baselines.mean()):  # fmt: skip
-            return self._punished(losses)
+            return self._punished(losses, previous_loss)
+        if cfg.reward == "improvement" and previous_loss is not None:
+            return float(previous_loss - losses.sum())
         return float(-losses.sum())
 
-    def _punished(self, losses: np.ndarray) -> float:
+    def _punished(self, losses: np.ndarray, previous_loss: float | None = None) -> float:
         """`fixed` [P]: the paper's constant (−10), which replaces the reward — milder than the
         reward itself whenever Σ_k V_k > 10, e.g. at chance with 16 binary tasks (11.09).
-        `scaled` [D]: the reward minus a chance-level model's loss, −Σ_k V_k − Σ_k ln C_k, so a
-        punished decision is always worse than the same decision unpunished, for any K. A
-        diverged model (infinite loss) gets −2 Σ_k ln C_k under `scaled`."""
+        `scaled` [D]: the reward minus a chance-level model's loss Σ_k ln C_k, so a punished
+        decision is always worse than the same decision unpunished, for any K. A diverged model
+        (non-finite loss) counts as twice the chance loss."""
         if self.cfg.punishment_mode == "fixed":
             return float(self.cfg.punishment)
-        loss = float(losses.sum()) if np.all(np.isfinite(losses)) else self.chance_loss
-        return -loss - self.chance_loss
+        finite = bool(np.all(np.isfinite(losses)))
+        loss = float(losses.sum()) if finite else 2 * self.chance_loss
+        if self.cfg.reward == "improvement" and previous_loss is not None:
+            return previous_loss - loss - self.chance_loss
+        return -loss - (self.chance_loss if finite else 0.0)
 
     # --- policy files -------------------------------------------------------------------------
     def save_policy(self, path: Path) -> None:
@@ -538,10 +556,20 @@ class QLS(Scheduler):
         for saved in state["actors"]:
             actor = self._actor(saved["episode"])
             actor.nstep.load_state_dict(saved["nstep"])
-            for key in ("current", "previous", "episode_return", "last_reward"):
+            for key in ("current", "previous", "episode_return", "last_reward", "last_loss"):
                 setattr(actor, key, saved[key])
             self.actors.append(actor)
         self.recent = deque(state["recent"], maxlen=DIAGNOSTIC_STATES)
+
+
+def run_distribution(q: np.ndarray, td_rms: float | None, tau: float) -> np.ndarray:
+    """π(a|S) = softmax(Q(S, a) / (τ · σ_TD)) [D]: the temperature is measured in units of the
+    Q-function's own RMS TD error σ_TD, so Q-values that differ by less than their error give
+    near-uniform sampling and only differences the learning made reliable tilt the schedule.
+    No TD error yet (no update happened): uniform."""
+    if td_rms is None or not td_rms > 0:
+        return np.full(len(q), 1.0 / len(q))
+    return softmax(np.asarray(q, dtype=np.float64) / (tau * td_rms))
 
 
 def qls_reward(
