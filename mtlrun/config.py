@@ -237,6 +237,9 @@ class TrainerConfig:
     step_mode: str | None = None  # single | mixed | all; null = the scheduler's own default
     progress: bool = True  # rich progress bar when attached to a terminal
     checkpoints: bool = True
+    # collapse guard of learned schedulers: the largest share of training one task may get
+    # before the run warns and records a collapse; null = (1 + 1/K) / 2 for K tasks
+    collapse_share: float | None = None
 
     def __post_init__(self) -> None:
         _positive("trainer.max_steps", self.max_steps)
@@ -247,6 +250,12 @@ class TrainerConfig:
         if self.step_mode not in (None, "single", "mixed", "all"):
             raise ConfigError(
                 f"trainer.step_mode must be single, mixed or all ({self.step_mode!r})"
+            )
+        share = self.collapse_share
+        if share is not None and not 0 < share <= 1:  # NaN fails too
+            raise ConfigError(
+                f"trainer.collapse_share must be a share in (0, 1], or null for the automatic "
+                f"(1 + 1/K) / 2 (got {share})"
             )
 
 

@@ -92,9 +92,9 @@ def test_files_written(sweep: Path, tmp_path: Path, capsys):
     assert r"a & 55.00 $\pm$ 7.07 & \textbf{75.00 $\pm$ 7.07} \\" in tex
     assert "\\begin{tabular}{lrr}" in tex and tex.rstrip().endswith("\\end{tabular}")
     lines = (out / "report.csv").read_text().splitlines()
-    assert lines[0] == "task,column,mean,std,n"
-    task, col, mean, std, n = lines[1].split(",")
-    assert (task, col, n) == ("a", "uniform", "2")
+    assert lines[0] == "task,column,mean,std,n,collapsed"
+    task, col, mean, std, n, collapsed = lines[1].split(",")
+    assert (task, col, n, collapsed) == ("a", "uniform", "2", "0")
     assert float(mean) == pytest.approx(0.55) and float(std) == pytest.approx(SD)
     assert not (sweep / "report.md").exists() and not list(out.glob(".*tmp"))
 

@@ -93,7 +93,7 @@ def report(args: argparse.Namespace, console: Console) -> None:
     files = {
         "report.md": to_markdown(table, runs, sweep_dir),
         "report.csv": to_csv(table),
-        "report.tex": to_latex(table),
+        "report.tex": to_latex(table, runs),
     }
     for name, text in files.items():
         write_text_atomic(out / name, text)

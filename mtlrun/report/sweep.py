@@ -2,7 +2,9 @@
 aggregate per (task, column) the mean and sample std (ddof=1) of the chosen split's scores.
 
 Reading (`collect_runs`) is the only I/O; everything after it is a pure function of the runs.
-Scores stay fractions here; the renderers turn them into percentages.
+Scores stay fractions here; the renderers turn them into percentages. A cell counts the runs
+in it whose learned schedule collapsed onto one task (results.json's "collapse" record), so
+the renderers can mark it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class Run:
     def override_map(self) -> dict[str, str]:
         return parse_overrides(self.overrides)
 
+    @property
+    def collapse(self) -> dict[str, Any] | None:
+        """The collapse guard's record ({"task", "share", ...}) if the run's schedule collapsed."""
+        record = (self.results or {}).get("collapse")
+        return record if isinstance(record, dict) and "task" in record else None
+
 
 @dataclass
 class Cell:
@@ -50,6 +58,7 @@ class Table:
     best: set[tuple[str, str]] = field(default_factory=set)
     show_n: set[tuple[str, str]] = field(default_factory=set)  # cells whose n is worth printing
     averaged_over: list[str] = field(default_factory=list)  # the other swept override keys
+    collapsed: dict[tuple[str, str], int] = field(default_factory=dict)  # cell -> collapsed runs
 
 
 class NotASweep(Exception):
@@ -179,6 +188,7 @@ def build_table(runs: list[Run], by: str = "scheduler", split: str = "test") -> 
     incomplete = {column_of[id(r)] for r in runs if r.results is None}
     table = Table(by, split, columns, rows, cells)
     table.averaged_over = [k for k in swept_keys(runs) if k != by]
+    table.collapsed = _collapsed_cells(finished, column_of)
     for t in rows:
         row = [(c, cells[t, c]) for c in columns]
         most = max(cell.n for _, cell in row)
@@ -189,6 +199,18 @@ def build_table(runs: list[Run], by: str = "scheduler", split: str = "test") -> 
         if len(shown) > 1:  # "best" needs something to beat; ties (as printed) all count
             table.best |= {(t, c) for c, v in shown.items() if v == max(shown.values())}
     return table
+
+
+def _collapsed_cells(finished: list[Run], column_of: dict[int, str]) -> dict[tuple[str, str], int]:
+    """(row, column) -> how many of the cell's runs collapsed: every task of such a run and the
+    average row of its column."""
+    out: dict[tuple[str, str], int] = {}
+    for r in finished:
+        if r.collapse is not None:
+            for task in [*r.results["tasks"], AVERAGE]:  # type: ignore[index]
+                key = (task, column_of[id(r)])
+                out[key] = out.get(key, 0) + 1
+    return out
 
 
 def baselines(runs: list[Run]) -> dict[str, float]:

@@ -80,6 +80,7 @@ class AutoSeM(Scheduler):
     """
 
     name = "autosem"
+    learned = True
     category = Category.POLICY
     step_modes = (StepMode.SINGLE,)
 
@@ -188,6 +189,7 @@ class AutoSeMMixing(Scheduler):
     """
 
     name = "autosem_mixing"
+    learned = True
     category = Category.SAMPLER
     step_modes = (StepMode.SINGLE,)
 

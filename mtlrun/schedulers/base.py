@@ -75,6 +75,7 @@ class SignalRequest:
     outputs: dict[int, np.ndarray | None] = field(default_factory=dict)  # rows returned
     scores: dict[int, np.ndarray | None] = field(default_factory=dict)  # loss + metric over these
     mc_samples: int = 0  # M > 0: `outputs` as M MC-dropout passes (dropout on) instead of eval
+    mc_dropout: str = "all"  # which dropout samples in those passes: all | heads (signals.py)
 
 
 @dataclass
@@ -132,6 +133,9 @@ class Scheduler:
     step_modes: ClassVar[tuple[StepMode, ...]] = (StepMode.SINGLE,)  # the first is the default
     observes_train_loss: ClassVar[bool] = False  # True: the trainer calls observe_train each step
     observes_train_kpi: ClassVar[bool] = False  # True: ... and observe_train_kpis (batch accuracy)
+    # True: the task choice comes from a learned policy (or replays one); the trainer's collapse
+    # guard (training/schedule_stats.py) warns when it gives one task most of the training
+    learned: ClassVar[bool] = False
 
     def __init__(
         self, cfg: Any, tasks: list[TaskInfo], total_steps: int, rng: np.random.Generator
@@ -142,6 +146,12 @@ class Scheduler:
         self.total_steps = total_steps
         self.rng = rng
         self._cdf: np.ndarray | None = None  # cached CDF of a static distribution
+
+    @property
+    def decision_interval(self) -> int:
+        """Training steps one scheduling decision covers (QLS: its D); the collapse guard
+        counts decisions = steps // decision_interval. Default: a decision per step."""
+        return 1
 
     @classmethod
     def default_step_mode(cls, cfg: Any) -> StepMode:

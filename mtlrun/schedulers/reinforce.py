@@ -204,6 +204,7 @@ class ReinforcePolicy(Scheduler):
     """
 
     name = "reinforce_policy"
+    learned = True
     category = Category.POLICY
     step_modes = (StepMode.MIXED, StepMode.SINGLE)
 
@@ -494,6 +495,7 @@ class FixedSchedule(Scheduler):
     row. Exploration is off [D]. MIXED mode (a task per example) is the paper's setting."""
 
     name = "fixed_schedule"
+    learned = True
     category = Category.SAMPLER
     step_modes = (StepMode.MIXED, StepMode.SINGLE)
 

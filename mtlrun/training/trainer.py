@@ -2,6 +2,20 @@
 minibatches is trained; every `eval_every` steps every task is evaluated on dev, the best model
 by aggregate dev score (mean of the tasks' primary metrics) is kept, and a resumable checkpoint
 is written; at the end the best model is tested.
+
+The schedule so far is logged with every evaluation. Each dev line of metrics.jsonl carries
+`"schedule": {"share": s_k, "entropy": H, "entropy_norm": H / log K}`: s_k is this task's share
+of the training so far, counted in minibatches (SINGLE and ALL step modes: `batches_seen`) or
+examples (MIXED: `examples_seen`); H (nats) and H / log K (null for one task) are the run-wide
+entropy of those shares, the same on every line of the evaluation. results.json gets the run's
+`"schedule": {"unit", "counts", "share", "entropy", "entropy_norm"}` and `"collapse"`.
+
+Collapse guard: for a learned scheduler (`Scheduler.learned`) in SINGLE or MIXED mode, every
+evaluation checks whether one task got more than `trainer.collapse_share` of the training over at
+least `schedule_stats.MIN_DECISIONS` decisions (steps // `scheduler.decision_interval`). The
+first time it does, one warning line is logged and the record {"task", "share", "threshold",
+"decisions", "uniform", "first_step"} is kept (and checkpointed) for results.json's "collapse"
+(null otherwise).
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ from mtlrun.report.progress import ProgressDisplay
 from mtlrun.schedulers import Scheduler, StepMode
 from mtlrun.tasks.encode import EncodedTask
 from mtlrun.tasks.spec import Kind
-from mtlrun.training import checkpoint
+from mtlrun.training import checkpoint, schedule_stats
 from mtlrun.training.batches import BatchStream, collate
 from mtlrun.training.evaluate import Evaluation, evaluate
 from mtlrun.training.optimizers import TaskOptimizers
@@ -44,6 +58,7 @@ class Progress:
     signal_seconds: float = 0.0
     policy_seconds: float = 0.0
     train_seconds: float = 0.0  # wall time of the training loop (evaluations included)
+    collapse: dict[str, Any] | None = None  # the collapse guard's record, once it tripped
 
 
 class Trainer:
@@ -102,6 +117,9 @@ class Trainer:
         if resumed:
             self._restore(checkpoint.load(self.ckpt_dir / "last.pt"))
             log.info("resuming %s at step %d", self.run_dir, self.state.step)
+            if self.state.collapse is not None:  # tripped before the interruption: say it again
+                log.warning(schedule_stats.collapse_message(self.scheduler.name,
+                                                            self.state.collapse))  # fmt: skip
         self.log.start(self.state.step if resumed else None)
         self._clock = time.perf_counter()
         self.model.train()
@@ -111,6 +129,7 @@ class Trainer:
                 self._train_step(t)
                 if (t + 1) % self.cfg.eval_every == 0 or t + 1 == self.cfg.max_steps:
                     self._evaluate(t + 1)
+        self._guard_collapse(self.cfg.max_steps)
         self._offer_signals(self.cfg.max_steps)
         self.scheduler.save_artifacts(self.run_dir)
         return self._final_test()
@@ -203,8 +222,42 @@ class Trainer:
         self.model.train()
         return losses
 
+    # --- the schedule and the collapse guard -----------------------------------------------
+    def _schedule_counts(self) -> list[int]:
+        """What each task got so far: examples in MIXED mode, else minibatches."""
+        s = self.state
+        return s.examples_seen if self.step_mode == StepMode.MIXED else s.batches_seen
+
+    def _schedule_unit(self) -> str:
+        return "examples" if self.step_mode == StepMode.MIXED else "batches"
+
+    @property
+    def _guarded(self) -> bool:
+        """The collapse guard watches learned schedulers that choose tasks (SINGLE, MIXED)."""
+        return self.scheduler.learned and self.step_mode in (StepMode.SINGLE, StepMode.MIXED)
+
+    def _guard_collapse(self, step: int) -> None:
+        """Record and warn, once, the first time the schedule collapses onto one task."""
+        if not self._guarded or self.state.collapse is not None:
+            return
+        record = schedule_stats.check_collapse(
+            self.names, self._schedule_counts(), step,
+            self.scheduler.decision_interval, self.cfg.collapse_share,
+        )  # fmt: skip
+        if record is not None:
+            self.state.collapse = record
+            log.warning(schedule_stats.collapse_message(self.scheduler.name, record))
+
+    def _schedule_fields(self) -> list[dict[str, Any]]:
+        """Each task's `"schedule"` field of a metrics.jsonl dev line."""
+        counts = self._schedule_counts()
+        shared = schedule_stats.run_wide(counts)
+        return [{"share": round(p, schedule_stats.DIGITS), **shared}
+                for p in schedule_stats.shares(counts)]  # fmt: skip
+
     def _evaluate(self, step: int) -> None:
         self.state.step = step
+        self._guard_collapse(step)
         now = time.perf_counter()
         self.state.train_seconds += now - self._clock
         self._clock = now
@@ -216,12 +269,13 @@ class Trainer:
         lr_scales = self.scheduler.lr_scales(step)
         state = self.scheduler.log_state()
         timing = self._timing() if self.state.signal_seconds else {}
+        schedule = self._schedule_fields()
         self.log.flush()
         self.log.metrics([
             {"step": step, "task": self.names[k], "split": "dev",
              "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
              "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
-             "batches_seen": self.state.batches_seen[k], **timing,
+             "batches_seen": self.state.batches_seen[k], "schedule": schedule[k], **timing,
              **({"metrics": e.metrics} if len(e.metrics) > 1 else {}),
              **({"scheduler": state} if state else {})}
             for k, e in enumerate(evals)
@@ -288,6 +342,10 @@ class Trainer:
             "best_step": self.state.best_step,
             "steps": self.cfg.max_steps,
             "timing": self._timing(),
+            "schedule": schedule_stats.summary(
+                self.names, self._schedule_counts(), self._schedule_unit()
+            ),
+            "collapse": self.state.collapse,
         }
 
     def _timing(self) -> dict[str, float]:

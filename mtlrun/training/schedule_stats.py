@@ -1,0 +1,110 @@
+"""What a run's schedule was, and whether a learned scheduler collapsed onto one task.
+
+Pure functions of the trainer's per-task counters (`Progress.batches_seen` in SINGLE and ALL
+mode, `examples_seen` in MIXED mode), so a resumed run reports what an uninterrupted one does.
+
+Schedule statistics: each task's share of the counts, the Shannon entropy H of the shares
+(natural log) and H / log K (1 = uniform, 0 = one task; None for a single task).
+
+Collapse guard (learned schedulers in SINGLE or MIXED mode only): with
+decisions = steps // decision_interval, the schedule has *collapsed* when
+decisions >= MIN_DECISIONS and the most-trained task's share exceeds the threshold (strictly;
+a threshold of 1 never trips). The automatic threshold is halfway between the uniform share
+1/K and total collapse, (1 + 1/K) / 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+# Fewer decisions prove nothing: a fair sampler is lumpy over a handful of draws, and a learned
+# policy's first decisions are exploration. At 32 decisions uniform sampling exceeds the
+# automatic threshold with probability < 1e-5 for K >= 4 tasks (K·P[Binomial(32, 1/K) >
+# 32·(1 + 1/K)/2]: 6e-6 for K = 4, 7e-13 for K = 16; 1e-4 for K = 3, 2e-3 for K = 2), while
+# a policy that really sits on one task trips it as soon as 32 decisions are in.
+MIN_DECISIONS = 32
+DIGITS = 6  # rounding of shares and entropies in the logs
+
+
+def shares(counts: Sequence[int]) -> list[float]:
+    total = sum(counts)
+    return [c / total if total else 0.0 for c in counts]
+
+
+def entropy(counts: Sequence[int]) -> float:
+    """Shannon entropy (nats) of the count histogram; 0 for an empty one."""
+    h = -sum(p * math.log(p) for p in shares(counts) if p > 0)
+    return h if h > 0 else 0.0  # never -0.0 in the logs
+
+
+def normalised_entropy(counts: Sequence[int]) -> float | None:
+    """H / log K: 1 for a uniform schedule, 0 for one task; None when K = 1 (undefined)."""
+    return entropy(counts) / math.log(len(counts)) if len(counts) > 1 else None
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, DIGITS)
+
+
+def run_wide(counts: Sequence[int]) -> dict[str, float | None]:
+    """{"entropy", "entropy_norm"}: the numbers every metrics.jsonl line of an evaluation
+    shares (each line adds its own task's "share")."""
+    return {"entropy": _round(entropy(counts)), "entropy_norm": _round(normalised_entropy(counts))}
+
+
+def summary(names: Sequence[str], counts: Sequence[int], unit: str) -> dict[str, Any]:
+    """results.json's "schedule": counts and shares per task, entropy, normalised entropy, and
+    what was counted ("batches" or "examples")."""
+    return {
+        "unit": unit,
+        "counts": dict(zip(names, (int(c) for c in counts), strict=True)),
+        "share": dict(zip(names, (_round(s) for s in shares(counts)), strict=True)),
+        **run_wide(counts),
+    }
+
+
+def auto_threshold(K: int) -> float:
+    """Halfway between the uniform share and total collapse: (1 + 1/K) / 2."""
+    return (1 + 1 / K) / 2
+
+
+def check_collapse(
+    names: Sequence[str],
+    counts: Sequence[int],
+    step: int,
+    decision_interval: int = 1,
+    threshold: float | None = None,
+    min_decisions: int = MIN_DECISIONS,
+) -> dict[str, Any] | None:
+    """The collapse record, or None: {"task", "share", "threshold", "decisions", "uniform",
+    "first_step"} when `step` steps (decisions = step // decision_interval, at least
+    `min_decisions`) gave the most-trained task more than `threshold` (None = automatic)."""
+    K = len(counts)
+    limit = auto_threshold(K) if threshold is None else float(threshold)
+    decisions = step // max(1, int(decision_interval))
+    if K == 0 or decisions < min_decisions:
+        return None
+    p = shares(counts)
+    top = max(range(K), key=p.__getitem__)
+    if not p[top] > limit:
+        return None
+    return {
+        "task": names[top],
+        "share": _round(p[top]),
+        "threshold": _round(limit),
+        "decisions": decisions,
+        "uniform": _round(1 / K),
+        "first_step": step,
+    }
+
+
+def collapse_message(scheduler: str, record: dict[str, Any]) -> str:
+    """The one warning line (also the footnote of results.md and the rich table)."""
+    return (
+        f"collapse: {scheduler} gave {record['share']:.0%} of its {record['decisions']} "
+        f"decisions to task {record['task']} (threshold {record['threshold']:.0%}, uniform "
+        f"would give {record['uniform']:.0%}); its scores measure one task's training, not a "
+        "schedule"
+    )
