@@ -128,7 +128,8 @@ def test_signals_every_f_steps_strictly_inside_the_run():
     assert asked == [200, 400, 600, 800]  # not at 0, not at T (the trainer's final call)
     request = s.wants_signals(200)
     assert request.outputs == {0: None, 1: None, 2: None} and request.mc_samples == 8
-    assert request.scores == {}
+    assert request.scores == {} and request.mc_dropout == "all"
+    assert make(mc_dropout="heads").wants_signals(200).mc_dropout == "heads"
     assert make(T=900, every=300).wants_signals(600) is not None
 
 
@@ -151,7 +152,9 @@ def test_union_warm_start_is_a_permutation_of_the_pooled_batches():
 
 
 # --- edge cases (§7(d), §1.4.5) ---------------------------------------------------------------
-@pytest.mark.parametrize("estimator", ["batchbald_ref", "bald_mean", "batchbald_exact"])
+@pytest.mark.parametrize(
+    "estimator", ["batchbald", "batchbald_ref", "bald_mean", "batchbald_exact"]
+)
 def test_identical_dropout_passes_give_uniform_p(estimator):
     rng = np.random.default_rng(0)
     per_task = [np.repeat(rng.dirichlet([1, 3], size=(30, 1)).transpose(0, 2, 1), 8, axis=2)
@@ -160,6 +163,32 @@ def test_identical_dropout_passes_give_uniform_p(estimator):
     s.observe_signals(200, signals_for(per_task))
     assert s.u.tolist() == [0.0, 0.0, 0.0]
     np.testing.assert_array_equal(s.task_distribution(201), [1 / 3] * 3)
+
+
+def aleatoric_and_epistemic(seed=0, N=200, M=8):
+    """Task 0: passes agree near [0.5, 0.5] (aleatoric only, as a task with random labels);
+    task 1: passes disagree (epistemic); task 2: half of each."""
+    rng = np.random.default_rng(seed)
+    p1 = 0.5 + 1e-3 * rng.uniform(-1, 1, size=(N, 1, M))
+    chance = np.concatenate([p1, 1 - p1], axis=1)
+    unsure = rng.dirichlet([0.7, 0.7], size=(N, M)).transpose(0, 2, 1)
+    mixed = np.concatenate([chance[: N // 2], unsure[N // 2 :]])
+    return signals_for([chance, unsure, mixed])
+
+
+def test_default_estimator_is_the_mutual_information():
+    """The issue: the reference scores give every task ≈ 3 and p ≈ uniform; the default
+    (true BatchBALD) gives the aleatoric-only task u ≈ 0 and ranks the others."""
+    assert SCHEDULERS[NAME].Config().estimator == "batchbald"
+    s = make()
+    s.observe_signals(200, aleatoric_and_epistemic())
+    assert s.u[0] < 1e-4 < 0.5 < s.u[2] < s.u[1]
+    p = s.task_distribution(201)
+    assert p[0] < 1e-4 and p[1] > p[2] > 0.3
+    ref = make(estimator="batchbald_ref")
+    ref.observe_signals(200, aleatoric_and_epistemic())
+    assert ref.u[0] > 3.0  # ≈ ln 2 · mean(0..9): aleatoric entropy, counted as uncertainty
+    assert np.ptp(ref.task_distribution(201)) < 0.1
 
 
 def test_non_finite_estimates_keep_the_previous_state(caplog):
@@ -204,6 +233,7 @@ def test_dev_subset_is_fixed_and_requested():
         ({"rho": -0.1}, r"scheduler.rho must be in \[0, 1\]"),
         ({"ema_form": "paper"}, "scheduler.ema_form must be one of old, new"),
         ({"estimator": "bald"}, "scheduler.estimator must be one of"),
+        ({"mc_dropout": "encoder"}, "scheduler.mc_dropout must be one of all, heads"),
         ({"warm_start": "round_robin"}, "scheduler.warm_start must be one of uniform, union"),
         ({"dev_batch_size": 0}, "scheduler.dev_batch_size must be >= 1"),
         ({"num_samples": 0}, "scheduler.num_samples must be >= 1"),
@@ -272,3 +302,17 @@ def test_a_tiny_run_estimates_from_real_mc_dropout(tmp_path):
     signals = tr.meter.measure(tr.model, s.wants_signals(40), seed=0)
     mc = signals.outputs[0].mc_probs
     assert mc.shape[2] == 8 and bald(mc).max() > 0
+
+
+def test_a_tiny_run_with_head_dropout_only(tmp_path):
+    from test_trainer import trainer_for
+
+    tr = trainer_for(tmp_path, f"scheduler={NAME}", "scheduler.every=20",
+                     "scheduler.mc_dropout=heads", "model.dropout=0.3")  # fmt: skip
+    for t in range(25):
+        tr._train_step(t)
+    assert tr.scheduler.estimates == 1 and tr.scheduler.skipped == 0
+    assert np.all(tr.scheduler.u[:2] > 0)  # the sentence tasks (tagging: MI ~1e-5, may clamp)
+    tr.model.encoder.head_dropout.p = 0.0  # nothing left to sample: the passes agree
+    mc = tr.meter.measure(tr.model, tr.scheduler.wants_signals(40), seed=0).outputs[0].mc_probs
+    assert np.abs(mc - mc[..., :1]).max() == 0.0

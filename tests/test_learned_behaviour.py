@@ -54,12 +54,12 @@ def test_qls_avoids_the_random_label_task(tmp_path):
 
 @pytest.mark.slow
 def test_active_uncertainty_samples_the_random_label_task_less(tmp_path):
-    """Per-example BALD: a model that learns nothing from random labels agrees with itself
-    under dropout there (aleatoric, not epistemic uncertainty). The reference estimator
-    (batchbald_ref, the default) adds the history's conditional entropies to every score
-    (§7 note), which at this scale puts every task near u = 3.1 and p within 0.01 of uniform."""
-    overrides = ["scheduler=active_uncertainty", "scheduler.every=20",
-                 "scheduler.estimator=bald_mean"]  # fmt: skip
+    """With its default estimator (batchbald: u_k = I(y; ω), SEED-004's mutual information): a
+    model that learns nothing from random labels agrees with itself under dropout there
+    (aleatoric, not epistemic uncertainty), so that task's u is small. (The reference code's
+    scores, estimator=batchbald_ref, add the selected rows' conditional entropies, which at this
+    scale puts every task near u = 3.1 and p within 0.01 of uniform.)"""
+    overrides = ["scheduler=active_uncertainty", "scheduler.every=20"]
     shares = [
         step_share(run(tmp_path, "au", overrides, s), RANDOM_TASK, from_step=20) for s in SEEDS
     ]

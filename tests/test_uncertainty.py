@@ -1,5 +1,7 @@
 """Uncertainty measures against SCHEDULERS.md §6.3.10 (margin, bins, histogram) and §7(f) (BALD,
-exact BatchBALD), plus the properties of the reference BatchBALD estimator (§7 steps 1–5)."""
+exact BatchBALD), the properties of the reference BatchBALD estimator (§7 steps 1–5), and the
+true BatchBALD of its greedy selection (`batchbald`, the default u_k) against exact
+enumeration."""
 
 import math
 
@@ -8,6 +10,7 @@ import pytest
 
 from mtlrun.schedulers.uncertainty import (
     bald,
+    batchbald,
     batchbald_exact,
     batchbald_ref,
     conditional_entropy,
@@ -32,6 +35,7 @@ def mc(*rows_by_pass):
 
 
 INFORMATIVE = [[0.9, 0.1], [0.1, 0.9]]  # §7(f): M = 2 passes that disagree
+BALD_ROW = 0.368064  # §7(f): its BALD
 UNINFORMATIVE = [[0.5, 0.5], [0.5, 0.5]]  # §7(f): all passes [0.5, 0.5]
 
 
@@ -210,6 +214,120 @@ def test_ref_is_deterministic_given_the_generator():
     assert not np.array_equal(a, c)
 
 
+# --- §7 batchbald: the true BatchBALD of the greedy selection ------------------------------
+def near_chance(rng, N, M=8, spread=1e-3):
+    """Binary rows whose M passes all sit within `spread` of [0.5, 0.5]: maximal aleatoric
+    entropy, almost no epistemic uncertainty (still above the 1e-6 no-spread shortcut)."""
+    p1 = 0.5 + spread * rng.uniform(-1, 1, size=(N, 1, M))
+    return np.concatenate([p1, 1 - p1], axis=1)
+
+
+def test_batchbald_on_the_redundant_pair_is_the_exact_oracle():
+    scores = batchbald(mc(INFORMATIVE, INFORMATIVE), np.random.default_rng(0))
+    np.testing.assert_allclose(scores, [0.368064, 0.514375], atol=1e-5)  # §7(f)
+    assert scores[1] < bald(mc(INFORMATIVE, INFORMATIVE)).sum()
+    scores = batchbald(mc(INFORMATIVE, UNINFORMATIVE), np.random.default_rng(0))
+    np.testing.assert_allclose(scores, [0.368064, 0.368064], atol=1e-5)  # additive
+
+
+@pytest.mark.parametrize("seed, C, steps", [(20, 2, 10), (21, 2, 10), (22, 3, 7)])
+def test_batchbald_equals_exact_batchbald_on_every_selected_prefix(seed, C, steps):
+    """Histories whose C**h label configurations are at most M·S = 4000 are enumerated: all 10
+    steps of a binary task, 7 of a 3-class one (3**7 = 2187)."""
+    P = random_mc(np.random.default_rng(seed), 40, C, 8, concentration=0.7)
+    scores, history = batchbald(P, None, max_iter=steps, return_history=True)  # no draws
+    assert len(scores) == steps
+    for k, score in enumerate(scores):
+        assert score == pytest.approx(batchbald_exact(P[history[: k + 1]]), abs=2e-5), k
+
+
+def test_monte_carlo_batchbald_matches_exact_batchbald_within_sampling_error():
+    P = random_mc(np.random.default_rng(23), 30, 3, 8, concentration=0.7)
+    scores, history = batchbald(
+        P, np.random.default_rng(0), num_samples=4000, max_iter=6, exact_configs=0,
+        return_history=True,
+    )  # fmt: skip
+    exact = [batchbald_exact(P[history[: k + 1]]) for k in range(len(scores))]
+    np.testing.assert_allclose(scores, exact, atol=0.02)
+    assert np.ptp(exact) > 0.5  # the comparison covers sets of very different values
+
+
+def test_batchbald_mixes_enumeration_and_sampling_by_the_configuration_count():
+    """3 classes, M·S = 8·40 = 320 draws: steps with 3**h ≤ 320 (h ≤ 5) enumerate, later ones
+    sample, and still agree with exact enumeration within the sampling error."""
+    P = random_mc(np.random.default_rng(24), 30, 3, 8, concentration=0.5)
+    with pytest.raises(ValueError, match="rng"):
+        batchbald(P, None, num_samples=40, max_iter=7)  # step 6 samples: needs a generator
+    scores, history = batchbald(P, np.random.default_rng(1), num_samples=40, max_iter=7,
+                                return_history=True)  # fmt: skip
+    exact = [batchbald_exact(P[history[: k + 1]]) for k in range(len(scores))]
+    np.testing.assert_allclose(scores[:6], exact[:6], atol=2e-5)  # enumerated
+    np.testing.assert_allclose(scores[6:], exact[6:], atol=0.15)  # 320 draws
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_sampled_batchbald_selects_like_the_reference_and_estimates_the_information(seed):
+    """Sampled (exact_configs=0) with the same generator, both make the same draws: the same
+    rows in the same order. The true scores agree with exact enumeration of each selected set
+    within the sampling error, and so does the reference minus the history's conditionals."""
+    P = random_mc(np.random.default_rng(25), 64, 2, 8)
+    ref, ref_history = batchbald_ref(P, np.random.default_rng(seed), return_history=True)
+    true, history = batchbald(P, np.random.default_rng(seed), exact_configs=0, return_history=True)
+    np.testing.assert_array_equal(history, ref_history)
+    exact = np.array([batchbald_exact(P[history[: k + 1]]) for k in range(len(true))])
+    np.testing.assert_allclose(true, exact, atol=0.03)
+    history_cond = np.concatenate([[0.0], np.cumsum(conditional_entropy(P)[history])])
+    np.testing.assert_allclose(ref - history_cond[: len(ref)], exact, atol=0.05)
+    assert np.all(ref[1:] - exact[1:] > 0.3)  # the reference counts aleatoric entropy on top
+
+
+def test_sampled_batchbald_error_vanishes_with_the_information():
+    """7 classes, passes that agree within 0.1 %: the information is ~1e-6. Estimated from the
+    same M·S draws as the reference, the low-variance form stays within 1e-4 of it, where the
+    reference's joint entropy minus the conditionals is off by 1e-2."""
+    rng = np.random.default_rng(26)
+    P = rng.dirichlet(np.ones(7), size=128)[:, :, None] * (
+        1 + 1e-3 * rng.uniform(-1, 1, (128, 7, 8))
+    )
+    P /= P.sum(axis=1, keepdims=True)
+    assert bald(P).max() < 1e-6
+    true = batchbald(P, np.random.default_rng(0), exact_configs=0)
+    ref, history = batchbald_ref(P, np.random.default_rng(0), return_history=True)
+    history_cond = np.concatenate([[0.0], np.cumsum(conditional_entropy(P)[history])])
+    assert np.abs(true).max() < 1e-4
+    assert np.abs(ref - history_cond[: len(ref)]).max() > 1e-2
+
+
+def test_agreeing_passes_at_chance_give_zero_where_the_reference_gives_about_3():
+    """No epistemic uncertainty but maximal aleatoric entropy (every pass ≈ [0.5, 0.5]): the
+    mutual information is ≈ 0, the reference scores ≈ ln 2 · mean(0..9) = 3.12 (the issue)."""
+    P = near_chance(np.random.default_rng(26), 200)
+    assert np.abs(P - P[..., :1]).max() > 1e-6  # not the no-spread shortcut: the estimators run
+    u_true = task_uncertainty(P, "batchbald", np.random.default_rng(0))
+    u_ref = task_uncertainty(P, "batchbald_ref", np.random.default_rng(0))
+    assert 0 <= u_true < 1e-4
+    assert u_ref == pytest.approx(math.log(2) * 4.5, abs=0.01)
+    assert np.all(np.abs(batchbald(P[:128], np.random.default_rng(0))) < 1e-4)
+
+
+def test_identical_rows_are_worth_less_than_the_sum_of_their_balds():
+    P = mc(*[INFORMATIVE] * 6)
+    scores = batchbald(P, None)
+    assert len(scores) == 6
+    k = np.arange(1, 7)
+    np.testing.assert_allclose(scores, [batchbald_exact(P[:n]) for n in k], atol=1e-5)
+    assert np.all(scores[1:] < k[1:] * BALD_ROW - 0.1)  # redundancy is not counted again
+    assert np.all(scores <= math.log(2) + 1e-6)  # I(y; ω) ≤ H(ω) = log M with M = 2 passes
+
+
+def test_batchbald_grows_with_the_set_and_is_bounded_by_log_m():
+    """I(y_S; ω) never decreases when rows are added, and ω takes M values."""
+    P = random_mc(np.random.default_rng(27), 128, 2, 8, concentration=0.3)
+    scores = batchbald(P, None)
+    assert np.all(np.diff(scores) >= -1e-6)
+    assert scores[-1] <= math.log(8) + 1e-6 and scores[0] == pytest.approx(bald(P).max())
+
+
 # --- task score u_k ---------------------------------------------------------------------------
 def test_task_uncertainty_estimators():
     P = random_mc(np.random.default_rng(7), 300, 2, 8)
@@ -223,6 +341,11 @@ def test_task_uncertainty_estimators():
     u = task_uncertainty(P, "batchbald_ref", np.random.default_rng(5), batch_size=128)
     assert u == pytest.approx(np.concatenate(scores).mean(), abs=1e-12)
     assert u > 0
+    # batchbald (the default): the same minibatches and the same average of the true scores
+    scores = [batchbald(P[i : i + 128], None) for i in range(0, 300, 128)]
+    u_true = task_uncertainty(P, rng=np.random.default_rng(5), batch_size=128)
+    assert u_true == pytest.approx(np.concatenate(scores).mean(), abs=1e-12)
+    assert 0 < u_true < u
 
 
 def test_task_uncertainty_exact_chunks_adapt_to_many_classes():
@@ -231,7 +354,9 @@ def test_task_uncertainty_exact_chunks_adapt_to_many_classes():
     assert task_uncertainty(P, "batchbald_exact") == pytest.approx(np.mean(chunks), abs=1e-9)
 
 
-@pytest.mark.parametrize("estimator", ["batchbald_ref", "bald_mean", "batchbald_exact"])
+@pytest.mark.parametrize(
+    "estimator", ["batchbald", "batchbald_ref", "bald_mean", "batchbald_exact"]
+)
 def test_agreeing_passes_carry_no_uncertainty(estimator):
     rng = np.random.default_rng(9)
     one_pass = rng.dirichlet(np.ones(3), size=40)[:, :, None]

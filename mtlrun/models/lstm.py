@@ -8,13 +8,22 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 class LSTMEncoder(nn.Module):
-    """Embeddings -> dropout -> (bi)LSTM. Returns per-token states and a pooled text vector;
-    for a pair, each text is encoded alone (u, v) and the vector is [u; v; |u - v|; u * v]."""
+    """Embeddings -> dropout -> (bi)LSTM -> head dropout. Returns per-token states and a pooled
+    text vector; for a pair, each text is encoded alone (u, v) and the vector is
+    [u; v; |u - v|; u * v].
+
+    Dropout: `dropout` on the embeddings and nn.LSTM's own between stacked layers belong to the
+    encoder body; `head_dropout` is everything after the LSTM, on the per-token states (the
+    tagging heads' input, also what max / mean pooling reads) and on the pooled vector (the
+    classification heads' input). All use model.dropout, in the order embeddings, states,
+    pooled. MC dropout with `scheduler.mc_dropout=heads` samples only `head_dropout`
+    (training/signals.py `mc_dropout_modules`), the LSTM then runs deterministically."""
 
     def __init__(self, embedding: nn.Embedding, cfg) -> None:
         super().__init__()
         self.embedding = embedding
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)  # on the embeddings
+        self.head_dropout = nn.Dropout(cfg.dropout)  # on the LSTM's outputs, before the heads
         self.lstm = nn.LSTM(
             embedding.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers,
             bidirectional=cfg.bidirectional, batch_first=True,
@@ -59,7 +68,7 @@ class LSTMEncoder(nn.Module):
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
-        states = self.dropout(states)
+        states = self.head_dropout(states)
         if self.pooling == "last":  # final state of each direction of the top layer
             dirs = 2 if self.lstm.bidirectional else 1
             pooled = torch.cat(list(h_n[-dirs:]), dim=-1)
@@ -69,4 +78,4 @@ class LSTMEncoder(nn.Module):
                 pooled = states.masked_fill(~mask, float("-inf")).amax(dim=1)
             else:
                 pooled = (states * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1)
-        return states, self.dropout(pooled)
+        return states, self.head_dropout(pooled)

@@ -1,9 +1,17 @@
 """Uncertainty-based active task prioritisation (Fang & Alqatari, SEED-004), SCHEDULERS.md §7.
 
 Every f = 200 steps the trainer runs M = 8 MC-dropout passes over every task's dev set; each
-task's epistemic uncertainty u_k (BatchBALD over its dev minibatches, `schedulers/uncertainty.py`)
-is smoothed into v_k, normalised into sampling probabilities p_k = v_k / Σ v, and the next f
-tasks are drawn from p in advance. Tasks the model is unsure about are trained more.
+task's epistemic uncertainty u_k is smoothed into v_k, normalised into sampling probabilities
+p_k = v_k / Σ v, and the next f tasks are drawn from p in advance. Tasks the model is unsure
+about are trained more.
+
+u_k is, by default (`estimator=batchbald`), SEED-004's mutual information I(y_1:n; ω) between
+the labels of greedily selected dev rows and the dropout mask (true BatchBALD), averaged over
+the dev minibatches as FANG-CODE does. FANG-CODE's own scores (`batchbald_ref`) keep the
+selected rows' conditional entropies, so near chance every task scores ≈ 3.1 whatever its
+epistemic uncertainty and p stays near uniform; they remain available for reproduction.
+Estimators: `schedulers/uncertainty.py`. Which dropout samples (`mc_dropout`: every dropout of
+the model, or only the one before the task heads as FANG-CODE): `training/signals.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from mtlrun.schedulers.base import (
     to_probabilities,
 )
 from mtlrun.schedulers.registry import register
-from mtlrun.schedulers.uncertainty import ESTIMATORS, task_uncertainty
+from mtlrun.schedulers.uncertainty import ESTIMATORS, MC_DROPOUT_SCOPES, task_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +88,18 @@ class ActiveUncertainty(Scheduler):
             tasks_next ← f i.i.d. draws from Categorical(p)                      [P]
         step t trains tasks_next[t mod f]
 
-    Estimators (`estimator`): `batchbald_ref` [R] the reference code's greedy BatchBALD scores
-    averaged over dev minibatches of `dev_batch_size` rows; `bald_mean` [D] mean per-row BALD;
+    Estimators (`estimator`): `batchbald` [P definition; R selection and aggregation; default]
+    the true BatchBALD (mutual information) of each set the reference's greedy selection builds,
+    averaged over dev minibatches of `dev_batch_size` rows; `batchbald_ref` [R] the reference
+    code's scores of the same selection (the history's conditional entropies not subtracted:
+    not a mutual information, ≈ ln 2 · k near chance); `bald_mean` [D] mean per-row BALD;
     `batchbald_exact` [D] exact BatchBALD on chunks of ≤ 8 rows. A row is a dev example, or a
-    token for tagging tasks. `dev_examples` [D, off] restricts every estimate to a fixed random
-    subset of each task's dev examples (cheaper for large dev sets, e.g. tagging).
+    token for tagging tasks. `mc_dropout` chooses which dropout samples in the M passes: `all`
+    [D] every dropout of the model (attention dropout included), or `heads` [R] only the
+    dropout right before the task heads (FANG-CODE's `apply_dropout` switches only its
+    task-specific `DropoutWrapper`s), the encoder body then deterministic. `dev_examples`
+    [D, off] restricts every estimate to a fixed random subset of each task's dev examples
+    (cheaper for large dev sets, e.g. tagging).
 
     Warm start (the first f steps): `uniform` [P] draws from the uniform p; `union` [R] takes
     the first f tasks of MT-DNN's shuffled union, i.e. a random permutation of the pooled
@@ -110,10 +125,13 @@ class ActiveUncertainty(Scheduler):
         mc_samples: int = 8  # [P] M: MC-dropout passes
         rho: float = 0.5  # [P] smoothing γ of SEED-004 (chosen from {0, .125, .25, .375, .5})
         ema_form: str = "old"  # [R] old: ρ weights the past (code, text) | new: eq. 1 as printed
-        estimator: str = "batchbald_ref"  # [R] batchbald_ref | bald_mean [D] | batchbald_exact [D]
-        dev_batch_size: int = 128  # [R] rows per dev minibatch of batchbald_ref
-        num_samples: int = 500  # [R] label configurations drawn per MC pass (batchbald_ref)
-        max_iter: int = 10  # [R] greedy BatchBALD iterations per dev minibatch (batchbald_ref)
+        # [P] batchbald: u_k = I(y; ω) (SEED-004) | batchbald_ref [R] | bald_mean [D]
+        # | batchbald_exact [D]
+        estimator: str = "batchbald"
+        mc_dropout: str = "all"  # [D] all: every dropout samples | heads [R]: only before heads
+        dev_batch_size: int = 128  # [R] rows per dev minibatch (batchbald, batchbald_ref)
+        num_samples: int = 500  # [R] label configurations drawn per MC pass (batchbald*)
+        max_iter: int = 10  # [R] greedy BatchBALD iterations per dev minibatch (batchbald*)
         warm_start: str = "uniform"  # [P] uniform | union [R]
         dev_examples: int | None = None  # [D] fixed random dev subset per task; null = all
 
@@ -131,6 +149,7 @@ class ActiveUncertainty(Scheduler):
             for key, allowed in (
                 ("ema_form", EMA_FORMS),
                 ("estimator", ESTIMATORS),
+                ("mc_dropout", MC_DROPOUT_SCOPES),
                 ("warm_start", WARM_STARTS),
             ):
                 if getattr(self, key) not in allowed:
@@ -192,7 +211,9 @@ class ActiveUncertainty(Scheduler):
         if t % self.f != 0 or not 0 < t < self.total_steps:
             return None
         return SignalRequest(
-            outputs={k: self.dev_rows[k] for k in range(self.K)}, mc_samples=self.cfg.mc_samples
+            outputs={k: self.dev_rows[k] for k in range(self.K)},
+            mc_samples=self.cfg.mc_samples,
+            mc_dropout=self.cfg.mc_dropout,
         )
 
     def observe_signals(self, t: int, signals: Signals) -> None:

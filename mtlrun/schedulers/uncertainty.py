@@ -7,8 +7,13 @@ Two families:
   ζ = 1 − p(1) + p(2), least confidence 1 − p(1), normalised entropy H(p)/log C, and the
   normalised histogram of such values (`histogram`, `histogram_state`).
 * **Epistemic measures over M MC-dropout passes** `mc_probs [N, C, M]` (Fang & Alqatari, §7):
-  per-row BALD, exact BatchBALD of a small set, the greedy BatchBALD estimator of the reference
-  code (`batchbald_ref`) and the task score u_k (`task_uncertainty`).
+  per-row BALD, exact BatchBALD of a small set, a greedy BatchBALD selection over a dev
+  minibatch scored two ways, and the task score u_k (`task_uncertainty`):
+  - `batchbald` (the default u_k): the true BatchBALD of each selected set, the mutual
+    information I(y_1..y_n; ω) that SEED-004 defines u_k as, exact by enumeration while the
+    history's C**h configurations are no more than the reference's M·S draws;
+  - `batchbald_ref`: the scores of FANG-CODE's estimator, which leave the history's conditional
+    entropies in (BatchBALD + Σ aleatoric entropy; not a mutual information).
 
 A row is one example (classification) or one token (tagging). Entropies use the natural log,
 with 0·log 0 = 0. Every random draw comes from the `numpy.random.Generator` passed in (§1.4.1).
@@ -22,7 +27,9 @@ from collections.abc import Callable
 import numpy as np
 
 ROW_MEASURES = ("margin", "least_conf", "entropy")
-ESTIMATORS = ("batchbald_ref", "bald_mean", "batchbald_exact")
+ESTIMATORS = ("batchbald", "batchbald_ref", "bald_mean", "batchbald_exact")
+# which dropout samples in the MC passes (SignalRequest.mc_dropout; training/signals.py)
+MC_DROPOUT_SCOPES = ("all", "heads")
 
 MAX_EXACT_CONFIGS = 2**16  # batchbald_exact refuses C**n above this
 EXACT_CHUNK = 8  # §7: exact BatchBALD on chunks of n <= 8 rows
@@ -203,14 +210,18 @@ def _sample_labels(P: np.ndarray, num_samples: int, rng: np.random.Generator) ->
     return np.clip(labels, 0, C - 1).reshape(h, M, num_samples)
 
 
-def _unique_configs(configs: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of `configs` [Ns, h] (labels < C) and their counts."""
+def _unique_configs(configs: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of `configs` [Ns, h] (labels < C), their counts, and for every row of
+    `configs` the index of its distinct row."""
     h = configs.shape[1]
     if h * math.log2(C) < 62:  # one int64 code per configuration: a 1-D unique is fast
         codes = configs @ (C ** np.arange(h, dtype=np.int64))
-        _, first, counts = np.unique(codes, return_index=True, return_counts=True)
-        return configs[first], counts
-    return np.unique(configs, axis=0, return_counts=True)
+        _, first, inverse, counts = np.unique(
+            codes, return_index=True, return_inverse=True, return_counts=True
+        )
+        return configs[first], counts, inverse.ravel()
+    unique, inverse, counts = np.unique(configs, axis=0, return_inverse=True, return_counts=True)
+    return unique, counts, inverse.ravel()
 
 
 def _summed_predictive_entropy(
@@ -230,6 +241,104 @@ def _summed_predictive_entropy(
     return total
 
 
+def _all_configs(h: int, C: int) -> np.ndarray:
+    """Every label configuration of h rows with C classes: [C**h, h] (row-major, y_1 slowest)."""
+    return np.indices((C,) * h, dtype=np.int64).reshape(h, -1).T
+
+
+def _greedy_batchbald(
+    P: np.ndarray,
+    rng: np.random.Generator | None,
+    num_samples: int,
+    max_iter: int,
+    min_spread: float,
+    max_low: int,
+    exact_configs: int,
+    information: bool = False,
+) -> tuple[list[float], list[int], list[float]]:
+    """The greedy BatchBALD selection shared by `batchbald_ref` and `batchbald` over the rows of
+    P [B, C, M] (B ≥ 1). Returns (gains, history, infos): history[k] is the k-th selected row;
+    gains[0] = BALD(history[0]) and gains[k] (k ≥ 1) the estimate of
+    H(y_history[:k], y_history[k]) − cond_history[k] that selects it (the reference's score);
+    with `information`, infos[k] estimates I(y_history[:k+1]; ω) (else infos is empty).
+
+    Selection. The joint entropy Ĥ_b = H(y_hist, y_b) of every candidate b is computed one way
+    whatever the configurations u of the history labels are: with p̂(u) = (1/M) Σ_m L_u(m),
+    L_u(m) = Π_i P[i, u_i, m], and the posterior over passes π_u(m) = L_u(m) / Σ_m' L_u(m'),
+        H(y_hist, y_b) = E_u[−log p̂(u)] + E_u[H(Σ_m π_u(m) P[b,:,m])],   u ~ p̂.
+    When C**h ≤ `exact_configs` the expectation is a sum over all C**h configurations weighted
+    by p̂(u) (exact up to float32 rounding, ~1e-6; no draws); otherwise it is the reference's
+    Monte-Carlo average over M·S configurations drawn from the M passes (S = `num_samples` per
+    pass), identical configurations pooled with their counts. `exact_configs=0` is the
+    reference code (always sampled).
+
+    Information of the selected set S = history + winner w, from the same configurations:
+        I(y_S; ω) = E_{m, u, c}[log(M π_u(m)) + log P[w, c, m] − log q_u(c)],
+        q_u(c) = Σ_m π_u(m) P[w, c, m],   m uniform, u ~ L_·(m), c ~ P[w, :, m],
+    the sum over c exact, (m, u) weighted by L_u(m)/M (enumerated) or by the draws (each
+    pass's S configurations were drawn from that pass). Every term vanishes when the passes
+    agree, so the Monte-Carlo error scales with the information itself, not with the
+    aleatoric entropy of the history that subtracting Σ cond from Ĥ would leave in (≈ 1e-3 at
+    M·S = 4000, more than the whole signal near chance). float64."""
+    B, C, M = P.shape
+    cond = conditional_entropy(P)
+    first = bald(P)
+    history = [int(np.argmax(first))]
+    gains = [float(first[history[0]])]
+    infos = [gains[0]] if information else []
+    log_P = np.log(np.maximum(P, 1e-300))
+    by_pass = np.ascontiguousarray(P.reshape(B * C, M).T, dtype=np.float32)  # [M, B·C]
+    low = 0
+    for _ in range(max_iter):
+        h = len(history)
+        if C**h <= exact_configs:
+            configs, counts, n_configs = _all_configs(h, C), None, 1
+        else:
+            if rng is None:
+                raise ValueError("the Monte-Carlo BatchBALD estimate samples: pass rng")
+            labels = _sample_labels(P[history], num_samples, rng)  # [h, M, S]
+            n_configs = M * num_samples
+            configs, counts, inverse = _unique_configs(labels.reshape(h, n_configs).T, C)
+        log_lik = log_P[np.asarray(history)[None, :], configs].sum(axis=1)  # [U, M]
+        top = log_lik.max(axis=1, keepdims=True)
+        lik = np.exp(log_lik - top)
+        mass = lik.sum(axis=1, keepdims=True)
+        log_marginal = np.log(mass[:, 0] / M) + top[:, 0]  # log p̂(y_hist^u)
+        if counts is None:  # exact: every configuration, weighted by its probability
+            counts = np.exp(log_marginal)
+            weights = np.exp(log_lik) / M if information else None  # L_u(m) / M
+        elif information:  # draws per (configuration, pass); draw j came from pass j // S
+            passes = np.arange(n_configs) // num_samples
+            weights = np.bincount(inverse * M + passes, minlength=len(configs) * M)
+            weights = weights.reshape(len(configs), M) / n_configs
+        posterior = (lik / mass).astype(np.float32)  # π_u(m)
+        conditional = _summed_predictive_entropy(posterior, by_pass, counts).reshape(B, C)
+        score = (conditional.sum(axis=1) - counts @ log_marginal) / n_configs - cond
+        score[history] = HISTORY_PENALTY
+        winner = int(np.argmax(score))
+        if information:
+            infos.append(_information(lik / mass, weights, P[winner], cond[winner]))
+        history.append(winner)
+        gains.append(float(score[winner]))
+        if score[winner] < min_spread:
+            low += 1
+            if low > max_low or len(history) >= B:
+                break
+    return gains, history, infos
+
+
+def _information(posterior: np.ndarray, weights: np.ndarray, row: np.ndarray, cond: float):
+    """I(y_hist, y_w; ω) (see `_greedy_batchbald`) from the history configurations' posterior
+    over passes π [U, M] (float64), their weights [U, M] (summing to 1) and the row w's
+    passes P[w] [C, M] with conditional entropy `cond`."""
+    M = posterior.shape[1]
+    used = weights > 0
+    history_part = float(np.sum(weights[used] * np.log(np.maximum(M * posterior[used], 1e-300))))
+    q = np.maximum(posterior @ row.T, 1e-300)  # [U, C] q_u(c)
+    cross = float(np.sum((weights @ row.T) * np.log(q)))
+    return history_part - cond - cross
+
+
 def batchbald_ref(
     mc_probs: np.ndarray,
     rng: np.random.Generator,
@@ -240,7 +349,8 @@ def batchbald_ref(
     return_history: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """§7 `batchbald_ref` [R, FANG-CODE `common/uncertainty.py`, after BaaL]: the scores of a
-    greedy BatchBALD selection over the rows of one dev minibatch `mc_probs [B, C, M]`.
+    greedy BatchBALD selection over the rows of one dev minibatch `mc_probs [B, C, M]`, as
+    Fang's code computes them. NOT a mutual information: see the last paragraph.
 
     1. cond_b = (1/M) Σ_m H(P[b,:,m]) and BALD_b for every row.
     2. history = [argmax_b BALD_b] (ties: lowest index, §1.4.3); scores = [BALD_history0].
@@ -256,7 +366,9 @@ def batchbald_ref(
     4. Return the scores without the last element.
 
     Score k (k ≥ 1) estimates BatchBALD(history[:k+1]) + Σ_{i<k} cond_history[i]: the history's
-    conditional entropies are not subtracted, so it is not comparable with `batchbald_exact`.
+    conditional (aleatoric) entropies are not subtracted. Near chance every score is about
+    ln 2 · k for binary tasks whatever the epistemic uncertainty, so u_k is ≈ 3.1 for every
+    task and p stays near uniform; `batchbald` returns the mutual information instead.
 
     Computation (the same sum, reorganised; rows of P sum to 1): identical configurations are
     pooled with their counts, and with the posterior over passes π_j(m) ∝ Π_i P[i, y_i^j, m],
@@ -266,39 +378,57 @@ def batchbald_ref(
     `return_history=True` also returns the selected row indices (one more than the scores).
     """
     P = _check_mc(mc_probs)
-    B, C, M = P.shape
-    if B == 0:
+    if len(P) == 0:
         empty = np.zeros(0)
         return (empty, np.zeros(0, dtype=np.int64)) if return_history else empty
-    cond = conditional_entropy(P)
-    first = bald(P)
-    history = [int(np.argmax(first))]
-    scores = [float(first[history[0]])]
-    log_P = np.log(np.maximum(P, 1e-300))
-    by_pass = np.ascontiguousarray(P.reshape(B * C, M).T, dtype=np.float32)  # [M, B·C]
-    low = 0
-    for _ in range(max_iter):
-        h = len(history)
-        labels = _sample_labels(P[history], num_samples, rng)  # [h, M, S]
-        n_configs = M * num_samples
-        configs, counts = _unique_configs(labels.reshape(h, n_configs).T, C)  # [U, h], [U]
-        log_lik = log_P[np.asarray(history)[None, :], configs].sum(axis=1)  # [U, M]
-        top = log_lik.max(axis=1, keepdims=True)
-        lik = np.exp(log_lik - top)
-        mass = lik.sum(axis=1, keepdims=True)
-        log_marginal = np.log(mass[:, 0] / M) + top[:, 0]  # log p̂(y_hist^u)
-        posterior = (lik / mass).astype(np.float32)  # π_u(m)
-        conditional = _summed_predictive_entropy(posterior, by_pass, counts).reshape(B, C)
-        score = (conditional.sum(axis=1) - counts @ log_marginal) / n_configs - cond
-        score[history] = HISTORY_PENALTY
-        winner = int(np.argmax(score))
-        history.append(winner)
-        scores.append(float(score[winner]))
-        if score[winner] < min_spread:
-            low += 1
-            if low > max_low or len(history) >= B:
-                break
-    result = np.asarray(scores[:-1])
+    gains, history, _ = _greedy_batchbald(
+        P, rng, num_samples, max_iter, min_spread, max_low, exact_configs=0
+    )
+    result = np.asarray(gains[:-1])
+    return (result, np.asarray(history)) if return_history else result
+
+
+def batchbald(
+    mc_probs: np.ndarray,
+    rng: np.random.Generator | None,
+    num_samples: int = 500,
+    max_iter: int = 10,
+    min_spread: float = 0.1,
+    max_low: int = 50,
+    exact_configs: int | None = None,
+    return_history: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """§7 `batchbald` [P: u_k is the mutual information I(y_1:n; ω), SEED-004 §3.2; greedy
+    selection and aggregation R]: the true BatchBALD of each greedily selected set of one dev
+    minibatch `mc_probs [B, C, M]`.
+
+    The selection is `batchbald_ref`'s (the same greedy argmax of H(y_hist, y_b) − cond_b, the
+    same stopping rule, the same number of scores; sampled, it makes the same draws); score k is
+        BatchBALD(history[:k+1]) = H(y_history[:k+1]) − Σ_{i≤k} cond_history[i]
+                                 = I(y_history[:k+1]; ω),
+    the reference score minus the history's conditional entropies: the mutual information
+    between the labels of the k+1 selected rows and the dropout mask, ≥ 0 up to estimation
+    error, 0 when the passes agree however uncertain each pass is, and at most log M.
+
+    While the history's C**k label configurations are no more than `exact_configs` (default
+    M·num_samples, the reference's number of draws, so enumerating costs no more than sampling:
+    all 10 steps of a binary task), everything is exact (no draws, `rng` unused). Beyond, the
+    reference's M·S draws are made and the information is estimated from them in its
+    low-variance form, E[log(M π_u(m)) + log P[w,c,m] − log q_u(c)] (`_greedy_batchbald`),
+    not as Ĥ − Σ cond: the error then vanishes with the information instead of carrying the
+    aleatoric entropy's. Returned: the first len(history) − 1 scores, as the reference;
+    `return_history=True` also returns the selected rows.
+    """
+    P = _check_mc(mc_probs)
+    if len(P) == 0:
+        empty = np.zeros(0)
+        return (empty, np.zeros(0, dtype=np.int64)) if return_history else empty
+    B, C, M = P.shape
+    limit = M * num_samples if exact_configs is None else exact_configs
+    _, history, infos = _greedy_batchbald(
+        P, rng, num_samples, max_iter, min_spread, max_low, exact_configs=limit, information=True
+    )
+    result = np.asarray(infos[:-1])
     return (result, np.asarray(history)) if return_history else result
 
 
@@ -315,7 +445,7 @@ def exact_chunk_size(num_classes: int) -> int:
 
 def task_uncertainty(
     mc_probs: np.ndarray,
-    estimator: str = "batchbald_ref",
+    estimator: str = "batchbald",
     rng: np.random.Generator | None = None,
     batch_size: int = 128,
     num_samples: int = 500,
@@ -323,8 +453,13 @@ def task_uncertainty(
 ) -> float:
     """§7 step 3: the task score u_k from the MC-dropout outputs of its dev rows [N, C, M].
 
-    - `batchbald_ref` [R]: split the rows into consecutive minibatches of `batch_size`, run
-      `batchbald_ref` on each (needs `rng`), u_k = the mean of all returned scores together.
+    - `batchbald` [P definition, R selection and aggregation; the default]: split the rows into
+      consecutive minibatches of `batch_size`, run `batchbald` on each, u_k = the mean of all
+      returned scores together: the mean true BatchBALD (mutual information) of the greedily
+      selected sets. `rng` is needed when a history's configurations are sampled (C**h above
+      M·num_samples: tasks with more than two classes, late steps).
+    - `batchbald_ref` [R]: the same split, aggregation and selection with FANG-CODE's scores,
+      which keep the history's conditional entropies (not a mutual information; needs `rng`).
     - `bald_mean` [D]: u_k = the mean per-row BALD.
     - `batchbald_exact` [D]: exact BatchBALD on consecutive chunks of `exact_chunk_size(C)`
       rows (8 for binary tasks), u_k = the mean over chunks.
@@ -348,10 +483,11 @@ def task_uncertainty(
     elif estimator == "batchbald_exact":
         u = float(_batchbald_exact_chunks(P, exact_chunk_size(C)).mean())
     else:
-        if rng is None:
+        if estimator == "batchbald_ref" and rng is None:
             raise ValueError("batchbald_ref samples label configurations: pass rng")
+        greedy = batchbald if estimator == "batchbald" else batchbald_ref
         scores = [
-            batchbald_ref(P[i : i + batch_size], rng, num_samples=num_samples, max_iter=max_iter)
+            greedy(P[i : i + batch_size], rng, num_samples=num_samples, max_iter=max_iter)
             for i in range(0, N, batch_size)
         ]
         u = float(np.concatenate(scores).mean())

@@ -2,6 +2,13 @@
 uncertainty): per-row softmax outputs, MC-dropout samples, loss and primary metric over chosen
 dev examples. Computed only when a scheduler asks (`Scheduler.wants_signals`), batched, under
 no_grad, and in a forked torch RNG so that measuring never changes the training run's dropout.
+
+MC dropout (`SignalRequest.mc_samples > 0`) has one contract for every encoder,
+`mc_dropout_modules`: the model is in eval mode except for the modules that draw dropout masks,
+which are put in training mode (their own flag only, not their children's). `mc_dropout="all"`
+samples every dropout of the model; `"heads"` only the dropout right before the task heads
+(the encoder's `head_dropout`, FANG-CODE's task-specific `DropoutWrapper`), so the encoder
+body runs deterministically. See `mc_dropout_modules` for what an encoder declares.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from torch import nn
 from mtlrun.errors import ConfigError
 from mtlrun.models import Batch, MultiTaskModel
 from mtlrun.schedulers import SignalRequest, Signals, TaskOutputs
+from mtlrun.schedulers.uncertainty import MC_DROPOUT_SCOPES
 from mtlrun.tasks.encode import EncodedTask
 from mtlrun.tasks.spec import Kind, Metric
 from mtlrun.training.batches import collate
@@ -31,20 +39,83 @@ def _batches(examples: np.ndarray, lengths: np.ndarray, size: int) -> list[np.nd
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+# torch modules whose forward reads their own training flag to decide whether to drop: with
+# the flag off they skip dropout (nn.MultiheadAttention, nn.RNNBase's between-layer dropout),
+# or take a fused fast path that has none (nn.TransformerEncoderLayer / DecoderLayer in eval
+# mode under no_grad; nn.TransformerEncoder's nested-tensor path checks its first layer's flag)
+_FLAG_GATED = (nn.MultiheadAttention, nn.RNNBase, nn.TransformerEncoderLayer,
+               nn.TransformerDecoderLayer)  # fmt: skip
+
+
+def stochastic_modules(module: nn.Module) -> list[nn.Module]:
+    """The modules under `module` (itself included) that draw dropout masks when, and only
+    when, their own training flag is set: every nn.Dropout-like layer (`_DropoutNd`) and the
+    torch modules in `_FLAG_GATED` (RNNs only with dropout > 0)."""
+    return [m for m in module.modules() if _draws_dropout(m)]
+
+
+def _draws_dropout(m: nn.Module) -> bool:
+    if isinstance(m, nn.RNNBase):
+        return m.dropout > 0 and m.num_layers > 1  # nn.RNNBase drops between layers only
+    return isinstance(m, (nn.modules.dropout._DropoutNd, *_FLAG_GATED))
+
+
+def mc_dropout_modules(model: nn.Module, scope: str = "all") -> list[nn.Module]:
+    """THE MC-dropout contract: the modules of `model` (a MultiTaskModel, or any module with an
+    `encoder`) to put in training mode, the rest staying in eval mode.
+
+    An encoder honours it by
+    - `head_dropout`: the dropout module applied to its outputs (per-token states and the
+      pooled vector) right before the task heads; needed for `scope="heads"`;
+    - optionally `mc_dropout_modules() -> list[nn.Module]`: modules whose own training flag
+      gates a dropout that `stochastic_modules` cannot see, i.e. that is not an nn.Dropout
+      call (BertEncoder: the Hugging Face attention modules, whose attention-probability
+      dropout is `self.dropout.p if self.training else 0.0` under SDPA and eager attention).
+
+    `scope="all"`: `stochastic_modules(model)` plus the encoder's declared modules, so every
+    dropout of an LSTM (embedding, between layers, head), a BERT (hidden, attention, head) or an
+    nn.TransformerEncoder (whose eval-mode fast path ignores dropout) samples.
+    `scope="heads"`: the encoder's `head_dropout` plus the stochastic modules of the model
+    outside the encoder (dropout inside the task heads, if any); ConfigError without one.
+    """
+    if scope not in MC_DROPOUT_SCOPES:
+        raise ConfigError(f"mc_dropout must be one of {', '.join(MC_DROPOUT_SCOPES)} "
+                          f"(got {scope!r})")  # fmt: skip
+    encoder = getattr(model, "encoder", model)
+    inside = {id(m) for m in encoder.modules()}
+    if scope == "all":
+        declared = getattr(encoder, "mc_dropout_modules", None)
+        modules = stochastic_modules(model) + (list(declared()) if declared else [])
+    else:
+        head = getattr(encoder, "head_dropout", None)
+        if not isinstance(head, nn.Module):
+            raise ConfigError(
+                f"scheduler.mc_dropout=heads: the {type(encoder).__name__} declares no "
+                "head_dropout module (the dropout right before the task heads)"
+            )
+        outside = [m for m in stochastic_modules(model) if id(m) not in inside]
+        modules = stochastic_modules(head) + outside
+    unique = {id(m): m for m in modules}
+    return list(unique.values())
+
+
 @contextmanager
-def _inference(model: nn.Module, dropout: bool):
-    """Eval mode; with `dropout`, MC dropout: every module in eval mode except the dropout
-    layers (FANG-CODE's `apply_dropout`). The training mode is restored afterwards."""
-    was_training = model.training
+def inference(model: nn.Module, dropout: bool, scope: str = "all"):
+    """Eval mode; with `dropout`, MC dropout: every module in eval mode except
+    `mc_dropout_modules(model, scope)` (FANG-CODE's `apply_dropout` switches its dropout
+    wrappers alone). Only those modules' own flags are set (`m.training = True`, not
+    `m.train()`), so their children keep eval mode unless listed themselves. The training mode
+    of every module is restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     if dropout:
-        for m in model.modules():
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.train()
+        for m in mc_dropout_modules(model, scope):
+            m.training = True
     try:
         yield
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 def _tile(batch: Batch, m: int) -> Batch:
@@ -78,7 +149,9 @@ class SignalMeter:
                 out_rows = _rows(request.outputs[k], n) if k in request.outputs else None
                 score_rows = _rows(request.scores[k], n) if k in request.scores else None
                 if request.mc_samples > 0 and out_rows is not None:
-                    outputs[k] = self._mc_outputs(model, k, out_rows, request.mc_samples)
+                    outputs[k] = self._mc_outputs(
+                        model, k, out_rows, request.mc_samples, request.mc_dropout
+                    )
                     out_rows = None
                 needed = [r for r in (out_rows, score_rows) if r is not None]
                 if not needed:
@@ -94,11 +167,13 @@ class SignalMeter:
         self, model: MultiTaskModel, k: int, examples: np.ndarray
     ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """example -> (probs [rows, C], cross-entropy [rows], gold [rows]) in eval mode."""
-        with _inference(model, dropout=False):
+        with inference(model, dropout=False):
             return self._forward(model, k, examples, 1)
 
-    def _mc_outputs(self, model: MultiTaskModel, k: int, examples: np.ndarray, m: int):
-        with _inference(model, dropout=True):
+    def _mc_outputs(
+        self, model: MultiTaskModel, k: int, examples: np.ndarray, m: int, scope: str = "all"
+    ):
+        with inference(model, dropout=True, scope=scope):
             per_example = self._forward(model, k, examples, m)
         return _task_outputs([per_example[i] for i in examples], examples, mc=True)
 
