@@ -117,6 +117,7 @@ class ActiveUncertainty(Scheduler):
     name = "active_uncertainty"
     category = Category.SAMPLER
     step_modes = (StepMode.SINGLE,)
+    learned = True  # its p follows the model's uncertainty: watched by the collapse guard
 
     @dataclass
     class Config(SchedulerConfig):
