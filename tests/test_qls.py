@@ -156,7 +156,9 @@ def drive_episode(qls, rng, t0=0, steps=20, bad_task=None):
         request = qls.wants_signals(t)
         if request is not None:
             probs = [np.tile([[0.6, 0.4]], (10, 1)) for _ in range(qls.K)]
-            qls.observe_signals(t, signals_for(qls, probs, losses={0: loss, 1: loss}))
+            qls.observe_signals(
+                t, signals_for(qls, probs, losses=dict.fromkeys(range(qls.K), loss))
+            )
         if t < steps:
             k = qls.next_task(t)
             chosen.append(k)

@@ -224,3 +224,23 @@ def test_improvement_reward_is_the_drop_in_summed_dev_loss():
     punished = make(state_subset="all", reward="improvement", baselines={"t0": 1, "t1": 1})
     assert punished.reward(signals_for(punished, probs, losses={0: 0.5, 1: 0.6}), 5, 1.3) == (
         pytest.approx(0.2 - 2 * math.log(2)))  # fmt: skip
+
+
+@pytest.mark.parametrize("network", ["flat", "equivariant"])
+def test_learns_to_avoid_a_task_whose_training_raises_the_loss(network, tmp_path):
+    """A made-up environment where training task 2 raises the summed dev loss and the others
+    lower it: after learning, the Boltzmann run phase gives task 2 less than the uniform 1/3,
+    and the greedy policy avoids it."""
+    qls = make(K=3, state_subset="all", episodes=40, episode_steps=50, decision_every=5,
+               q_network=network, run_policy="boltzmann", n_step=3, reward_norm=True, learning_starts=16,
+               replay_batch=16, target_sync=20, q_hidden=32)  # fmt: skip
+    rng = np.random.default_rng(0)
+    for e in range(40):
+        qls.begin_episode(e)
+        drive_episode(qls, rng, steps=50, bad_task=2)
+    qls.end_learning(tmp_path)
+    probs = [np.tile([[0.6, 0.4]], (10, 1))] * 3
+    qls.observe_signals(0, signals_for(qls, probs))
+    p = qls.task_distribution(0)
+    assert p[2] < 1 / 3 - 0.05, p
+    assert np.argmax(qls.last_q) != 2

@@ -72,17 +72,18 @@ class QNetwork(nn.Module):
 class EquivariantQNetwork(nn.Module):
     """One small network shared by all tasks: Q(S, a) scores task a from its own histogram h_a
     and the mean of the other tasks' encodings, so every transition trains the scorer used for
-    every action. Dueling form, plus one learned offset per task:
+    every action. Dueling form, with one learned vector per task:
 
-        e_k = φ(h_k)                         per-task encoder (n_b → hidden → hidden)
-        o_a = mean_{j≠a} e_j                 the others, pooled
-        A_a = ψ([e_a; o_a]) + b_a,  V = ν(mean_k e_k)
+        e_k = φ(h_k)                                    per-task encoder (n_b → hidden → hidden)
+        o_a = mean_{j≠a} e_j                            the others, pooled
+        A_a = w · relu(W [e_a; o_a] + b + t_a) + c      t_a: task a's vector (starts at 0)
+        V   = ν(mean_k e_k)
         Q(S, a) = V + A_a − mean_k A_k
 
     The state value V carries the (large, shared) return; the advantages carry what differs
-    between tasks, which is all a policy needs. The offsets b_a (initialised at 0) are the only
-    per-task parameters: they let a task that is useless in every state (random labels) be
-    learned as such. With equal offsets, relabelling the tasks permutes the outputs."""
+    between tasks, which is all a policy needs. The task vectors t_a are the only per-task
+    parameters: they let a task that is worse in every state (random labels) be learned as
+    such. While they are equal (at the start), relabelling the tasks permutes the outputs."""
 
     def __init__(self, n_bins: int, num_actions: int, hidden: int) -> None:
         super().__init__()
@@ -90,16 +91,17 @@ class EquivariantQNetwork(nn.Module):
         self.encode = nn.Sequential(
             nn.Linear(n_bins, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
-        self.advantage = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(),
-                                       nn.Linear(hidden, 1))  # fmt: skip
+        self.advantage_in = nn.Linear(2 * hidden, hidden)
+        self.task = nn.Parameter(torch.zeros(num_actions, hidden))
+        self.advantage_out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
         self.value = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.offset = nn.Parameter(torch.zeros(num_actions))
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         e = self.encode(state.view(-1, self.K, self.n_bins))  # [B, K, H]
         total = e.sum(1, keepdim=True)
         others = (total - e) / max(self.K - 1, 1)
-        a = self.advantage(torch.cat([e, others], dim=-1)).squeeze(-1) + self.offset  # [B, K]
+        hidden = self.advantage_in(torch.cat([e, others], dim=-1)) + self.task
+        a = self.advantage_out(hidden).squeeze(-1)  # [B, K]
         return self.value(total[:, 0] / self.K) + a - a.mean(1, keepdim=True)
 
 
