@@ -232,8 +232,8 @@ def test_learns_to_avoid_a_task_whose_training_raises_the_loss(network, tmp_path
     lower it: after learning, the Boltzmann run phase gives task 2 less than the uniform 1/3,
     and the greedy policy avoids it."""
     qls = make(K=3, state_subset="all", episodes=40, episode_steps=50, decision_every=5,
-               q_network=network, run_policy="boltzmann", n_step=3, reward_norm=True, learning_starts=16,
-               replay_batch=16, target_sync=20, q_hidden=32)  # fmt: skip
+               q_network=network, run_policy="boltzmann", n_step=3, reward_norm=True,
+               learning_starts=16, replay_batch=16, target_sync=20, q_hidden=32)  # fmt: skip
     rng = np.random.default_rng(0)
     for e in range(40):
         qls.begin_episode(e)
@@ -244,3 +244,15 @@ def test_learns_to_avoid_a_task_whose_training_raises_the_loss(network, tmp_path
     p = qls.task_distribution(0)
     assert p[2] < 1 / 3 - 0.05, p
     assert np.argmax(qls.last_q) != 2
+
+
+def test_learning_verdict_names_a_policy_that_cannot_schedule():
+    from mtlrun.schedulers.qls import learning_verdict
+
+    one_task = {"q_spread_actions": 5.0, "q_spread_states": 0.05, "greedy_actions": 1}
+    assert "collapse" in learning_verdict(one_task, 1.0, "greedy")
+    assert learning_verdict(one_task, 1.0, "boltzmann") is None  # 5 > 1: a real preference
+    noise = {"q_spread_actions": 0.05, "q_spread_states": 0.4, "greedy_actions": 3}
+    assert "nearly uniformly" in learning_verdict(noise, 0.6, "boltzmann")
+    assert learning_verdict(noise, 0.01, "boltzmann") is None
+    assert "no Q-update" in learning_verdict({}, None, "greedy")

@@ -281,6 +281,9 @@ class QLS(Scheduler):
         )
         self.dqn.replay = ReplayBuffer(1, self.K * self.cfg.n_bins)  # free the memory
         self.save_policy(run_dir / "policy.pt")
+        verdict = learning_verdict(self.learn_diagnostics, self.dqn.td_rms, self.cfg.run_policy)
+        if verdict:
+            log.warning("qls: %s", verdict)
 
     def tau(self) -> float:
         """The exploration temperature at the current decision count."""
@@ -560,6 +563,27 @@ class QLS(Scheduler):
                 setattr(actor, key, saved[key])
             self.actors.append(actor)
         self.recent = deque(state["recent"], maxlen=DIAGNOSTIC_STATES)
+
+
+def learning_verdict(diag: dict[str, Any], td_rms: float | None, run_policy: str) -> str | None:
+    """One line when the learned Q-function cannot give a useful schedule, from its spreads over
+    the last states of learning: a greedy policy that picks one task in every state will
+    collapse; Q-values that differ across tasks by less than their own TD error carry no
+    preference, so a Boltzmann run phase samples nearly uniformly."""
+    if not diag:
+        return "no Q-update happened while learning: the run phase is untrained"
+    budget = "raise scheduler.episodes or use scheduler.parallel_episodes on a GPU"
+    if run_policy == "greedy" and diag["greedy_actions"] == 1:
+        return (f"the greedy policy picks the same task in all {DIAGNOSTIC_STATES} last states "
+                f"of learning (Q spread across tasks {diag['q_spread_actions']:.3g}, across "
+                f"states {diag['q_spread_states']:.3g}): expect a collapse onto one task; "
+                f"scheduler.run_policy=boltzmann or {budget}")  # fmt: skip
+    if td_rms is not None and diag["q_spread_actions"] < td_rms:
+        return (f"the Q-values differ across tasks by {diag['q_spread_actions']:.3g}, less than "
+                f"their RMS TD error {td_rms:.3g}: the policy has learned no reliable preference "
+                f"and {'samples nearly uniformly' if run_policy == 'boltzmann' else 'is noise'}; "
+                f"{budget}")  # fmt: skip
+    return None
 
 
 def run_distribution(q: np.ndarray, td_rms: float | None, tau: float) -> np.ndarray:
