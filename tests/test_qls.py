@@ -21,11 +21,16 @@ def infos(K=2, n_dev=10):
     return [TaskInfo(f"t{k}", 100, 10, "accuracy", n_dev=n_dev) for k in range(K)]
 
 
+# the paper's DQN (the protocol tests below); the practical preset's options have their own tests
+PAPER = {"q_network": "flat", "double": False, "n_step": 1, "reward_norm": False,
+         "updates_per_decision": 1, "run_policy": "greedy"}  # fmt: skip
+
+
 def make(K=2, seed=0, total=40, **hparams):
     cfg = QLS.Config(**{"episodes": 2, "episode_steps": 20, "decision_every": 5,
                         "hard_examples": 4, "hard_after_steps": 5, "learning_starts": 2,
                         "replay_batch": 4, "target_sync": 3, "q_hidden": 8,
-                        "reward_examples": None, **hparams})  # fmt: skip
+                        "reward_examples": None, **PAPER, **hparams})  # fmt: skip
     return QLS(cfg, infos(K), total, scheduler_rng(seed, "qls"))
 
 

@@ -53,7 +53,8 @@ class Fixed(nn.Module):
 
 
 def dqn_with(q_table, target_table, **cfg):
-    dqn = DQN(1, 3, QLS.Config(q_network="flat", learning_starts=1, replay_batch=1, **cfg), 0)
+    settings = {"q_network": "flat", "double": False, "reward_norm": False, **cfg}
+    dqn = DQN(1, 3, QLS.Config(learning_starts=1, replay_batch=1, **settings), 0)
     dqn.q, dqn.target = Fixed(q_table), Fixed(target_table)
     s, s_next = np.zeros(3, np.float32), np.ones(3, np.float32) / 3  # rows 0 and 1
     dqn.replay.add(s, 0, -1.0, s_next, 0, False)

@@ -92,13 +92,13 @@ class QLSConfig(SchedulerConfig):
     punish_ratio: float = 0.95
     punish_after_steps: int = 0  # mute the punishment for the first steps of every episode
     reward: str = "loss"  # loss: r = −Σ_k V_k (paper) | improvement: r = Σ_k V_k(t−1) − Σ_k V_k(t)
-    reward_norm: bool = False  # z-score rewards with running statistics
+    reward_norm: bool = True  # z-score rewards with running statistics
     # DQN
     gamma: float = 0.99
     target: str = "dqn"  # dqn (max over a') | sarsa (the next action taken)
-    double: bool = False  # Double DQN: the online network picks a', the target values it
-    n_step: int = 1  # n-step returns
-    q_network: str = "flat"  # flat (the paper's MLP) | equivariant (one scorer for all tasks)
+    double: bool = True  # Double DQN: the online network picks a', the target values it
+    n_step: int = 3  # n-step returns
+    q_network: str = "equivariant"  # equivariant (one scorer for all tasks) | flat (the paper's)
     q_hidden: int = 256
     q_optimizer: str = "adam"  # adam | rmsprop (Mnih et al. 2013)
     q_lr: float = 1e-3
@@ -106,7 +106,7 @@ class QLSConfig(SchedulerConfig):
     replay_size: int = 100_000
     replay_batch: int = 32
     learning_starts: int = 32  # transitions in the buffer before the first update
-    updates_per_decision: int = 1  # gradient steps per stored transition
+    updates_per_decision: int = 4  # gradient steps per stored transition
     target_sync: int = 25  # gradient steps between hard target copies; 0 = no target network
     # exploration (learning) and the run phase
     q_normalization: str = "zscore"  # zscore | none
@@ -114,7 +114,7 @@ class QLSConfig(SchedulerConfig):
     tau_min: float = 0.01
     anneal_fraction: float = 0.8
     bge_c: float = 1.0
-    run_policy: str = "greedy"  # greedy (paper) | boltzmann: sample softmax(Q / (τ_r · σ_TD))
+    run_policy: str = "boltzmann"  # sample softmax(Q / (τ_r · σ_TD)) | greedy (paper)
     run_tau: float = 1.0  # τ_r, in units of the Q-function's RMS TD error σ_TD
 
     def __post_init__(self) -> None:
