@@ -252,7 +252,12 @@ class QLS(Scheduler):
 
     @property
     def decision_interval(self) -> int:
-        return self.cfg.decision_every
+        """Steps per decision: D, except in a Boltzmann run phase, which draws every step."""
+        return 1 if self._sampling() else self.cfg.decision_every
+
+    def _sampling(self) -> bool:
+        """A Boltzmann run phase: each step's task is drawn from π(·|S) of the last state."""
+        return not self.learning and self.run_probs is not None
 
     # --- phases -------------------------------------------------------------------------------
     def learning_plan(self) -> tuple[int, int] | None:
@@ -301,6 +306,8 @@ class QLS(Scheduler):
     def next_task(self, t: int) -> int:
         if self.current is None:  # before H_k is fixed (first episode): uniform random tasks
             return int(self.rng.integers(self.K))
+        if self._sampling():  # [D] a draw per step: no D-step blocks of one task
+            return int(inverse_cdf(np.cumsum(self.run_probs), self.rng.random()))
         return self.current
 
     def task_distribution(self, t: int) -> np.ndarray:
@@ -352,7 +359,8 @@ class QLS(Scheduler):
             self._run_step(state)
 
     def _run_step(self, state: np.ndarray) -> None:
-        """The run phase: the greedy action (paper), or a draw from the Boltzmann policy."""
+        """The run phase: the greedy action for the next D steps (paper), or the Boltzmann
+        policy π(·|S), from which every step until the next decision draws its task."""
         self.recent.append(state)
         q = self.dqn.values(state)
         self.last_q = q
@@ -360,7 +368,7 @@ class QLS(Scheduler):
             self._a.current = int(np.argmax(q))  # ties to the lowest index
             return
         self.run_probs = run_distribution(q, self.dqn.td_rms, self.cfg.run_tau)
-        self._a.current = int(inverse_cdf(np.cumsum(self.run_probs), self.rng.random()))
+        self._a.current = int(np.argmax(self.run_probs))  # the mode, for the log
 
     def _learn_step(self, t: int, state: np.ndarray, signals: Signals) -> None:
         """Store the previous decision's transition (n-step), update the DQN, explore."""
