@@ -29,6 +29,7 @@ from mtlrun.schedulers import (
 from mtlrun.tasks import Task, load_tasks
 from mtlrun.tasks.encode import EncodedTask, WordEncoder, encode_tasks
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
+from mtlrun.training.parallel_learning import episode_seed, learn_policy_parallel
 from mtlrun.training.policy_learning import learn_policy
 from mtlrun.training.trainer import Trainer
 
@@ -157,7 +158,8 @@ def build_trainer(c: Any, run_dir: Path) -> Trainer:
 
 def learn(c: Any, p: Prepared, run_dir: Path, resume: bool) -> dict[str, float]:
     """The scheduler's learning phase (QLS), if it has one; each episode's model and data order
-    are seeded from (seed, episode), so they differ from each other and from the run's."""
+    are seeded from (seed, episode), so they differ from each other and from the run's. With
+    scheduler.parallel_episodes = N > 1, N episodes train at once as model replicas."""
     if p.scheduler.learning_plan() is None:
         return {}
     saved_policy, timing_file = run_dir / "policy.pt", run_dir / "learning.json"
@@ -166,10 +168,13 @@ def learn(c: Any, p: Prepared, run_dir: Path, resume: bool) -> dict[str, float]:
         return json.loads(timing_file.read_text()) if timing_file.is_file() else {}
 
     def episode_trainer(e: int, display) -> Trainer:
-        ce = dataclasses.replace(c, seed=c.seed * 7919 + 104729 * (e + 1))
+        ce = dataclasses.replace(c, seed=episode_seed(c.seed, e))
         return make_trainer(ce, p, run_dir, episode=True, display=display)
 
-    timing = learn_policy(p.scheduler, episode_trainer, run_dir, c.trainer.progress)
+    if getattr(p.scheduler.cfg, "parallel_episodes", 1) > 1:
+        timing = learn_policy_parallel(c, p, run_dir, c.trainer.progress)
+    else:
+        timing = learn_policy(p.scheduler, episode_trainer, run_dir, c.trainer.progress)
     write_text_atomic(timing_file, json.dumps(timing))
     return timing
 

@@ -99,7 +99,7 @@ class QLSConfig(SchedulerConfig):
     double: bool = True  # Double DQN: the online network picks a', the target values it
     n_step: int = 3  # n-step returns
     q_network: str = "equivariant"  # equivariant (one scorer for all tasks) | flat (the paper's)
-    q_hidden: int = 256
+    q_hidden: int = 64
     q_optimizer: str = "adam"  # adam | rmsprop (Mnih et al. 2013)
     q_lr: float = 1e-3
     q_grad_clip: float = 10.0
