@@ -257,3 +257,12 @@ def test_learning_verdict_names_a_policy_that_cannot_schedule():
     assert "nearly uniformly" in learning_verdict(noise, 0.6, "boltzmann")
     assert learning_verdict(noise, 0.01, "boltzmann") is None
     assert "no Q-update" in learning_verdict({}, None, "greedy")
+
+
+def test_score_reward_is_the_summed_dev_score_and_its_punishment_is_below_it():
+    qls = make(state_subset="all", reward="score")
+    probs = [np.tile([[0.6, 0.4]], (10, 1))] * 2
+    sig = signals_for(qls, probs, losses={0: 0.7, 1: 0.6}, scores={0: 0.75, 1: 0.5})
+    assert qls.reward(sig, 5) == pytest.approx(1.25)
+    punished = make(state_subset="all", reward="score", baselines={"t0": 1, "t1": 1})
+    assert punished.reward(sig, 5) == pytest.approx(1.25 - 2)

@@ -91,7 +91,8 @@ class QLSConfig(SchedulerConfig):
     punishment_mode: str = "scaled"  # fixed: r = punishment | scaled: r = −ΣV_k − Σ_k ln C_k
     punish_ratio: float = 0.95
     punish_after_steps: int = 0  # mute the punishment for the first steps of every episode
-    reward: str = "loss"  # loss: r = −Σ_k V_k (paper) | improvement: r = Σ_k V_k(t−1) − Σ_k V_k(t)
+    # loss: r = −Σ_k V_k (paper) | improvement: Σ_k V_k(t−1) − Σ_k V_k(t) | score: r = Σ_k s_k
+    reward: str = "loss"
     reward_norm: bool = True  # z-score rewards with running statistics
     # DQN
     gamma: float = 0.99
@@ -127,7 +128,7 @@ class QLSConfig(SchedulerConfig):
         _choice("q_network", self.q_network, tuple(Q_NETWORKS))
         _choice("punishment_mode", self.punishment_mode, ("fixed", "scaled"))
         _choice("run_policy", self.run_policy, ("greedy", "boltzmann"))
-        _choice("reward", self.reward, ("loss", "improvement"))
+        _choice("reward", self.reward, ("loss", "improvement", "score"))
         positive = ("episodes", "decision_every", "parallel_episodes", "n_bins", "hard_examples",
                     "q_hidden", "q_lr", "q_grad_clip", "replay_size", "replay_batch", "tau0",
                     "tau_min", "anneal_fraction", "n_step", "updates_per_decision",
@@ -438,7 +439,9 @@ class QLS(Scheduler):
 
     def reward(self, signals: Signals, t: int, previous_loss: float | None = None) -> float:
         """`loss` [P]: −Σ_k V_k; `improvement` [D]: Σ_k V_k at the previous decision minus
-        Σ_k V_k now (what the last D steps gained). Either is replaced by the punishment when
+        Σ_k V_k now (what the last D steps gained); `score` [D]: Σ_k s_k, the summed dev
+        score (primary metric) — unlike the loss, it does not reward calibrating the head of a
+        task that cannot be learned. Each is replaced by the punishment when
         the mean score falls below the ratio of the baselines' mean (averages) — muted for the
         first punish_after_steps steps."""
         cfg = self.cfg
@@ -446,23 +449,30 @@ class QLS(Scheduler):
         losses = np.array([signals.losses[k] for k in range(self.K)])
         if (t >= cfg.punish_after_steps and self.baselines is not None
                 and scores.mean() < cfg.punish_ratio * self.baselines.mean()):  # fmt: skip
-            return self._punished(losses, previous_loss)
+            return self._punished(losses, previous_loss, scores)
         if cfg.reward == "improvement" and previous_loss is not None:
             return float(previous_loss - losses.sum())
+        if cfg.reward == "score":
+            return float(scores.sum())
         return float(-losses.sum())
 
-    def _punished(self, losses: np.ndarray, previous_loss: float | None = None) -> float:
+    def _punished(
+        self, losses: np.ndarray, previous: float | None = None, scores: np.ndarray | None = None
+    ) -> float:
         """`fixed` [P]: the paper's constant (−10), which replaces the reward — milder than the
         reward itself whenever Σ_k V_k > 10, e.g. at chance with 16 binary tasks (11.09).
-        `scaled` [D]: the reward minus a chance-level model's loss Σ_k ln C_k, so a punished
-        decision is always worse than the same decision unpunished, for any K. A diverged model
-        (non-finite loss) counts as twice the chance loss."""
+        `scaled` [D]: the reward minus its own scale — a chance-level model's loss Σ_k ln C_k
+        for the loss rewards, K (every score at its maximum) for the score reward — so a
+        punished decision is always worse than the same decision unpunished, for any K. A
+        diverged model (non-finite loss) counts as twice the chance loss, or a score of 0."""
         if self.cfg.punishment_mode == "fixed":
             return float(self.cfg.punishment)
         finite = bool(np.all(np.isfinite(losses)))
+        if self.cfg.reward == "score":
+            return (float(scores.sum()) if finite and scores is not None else 0.0) - self.K
         loss = float(losses.sum()) if finite else 2 * self.chance_loss
-        if self.cfg.reward == "improvement" and previous_loss is not None:
-            return previous_loss - loss - self.chance_loss
+        if self.cfg.reward == "improvement" and previous is not None:
+            return previous - loss - self.chance_loss
         return -loss - (self.chance_loss if finite else 0.0)
 
     # --- policy files -------------------------------------------------------------------------
