@@ -29,6 +29,7 @@ from mtlrun.training import checkpoint
 from mtlrun.training.batches import BatchStream, collate
 from mtlrun.training.metrics import compute_metric
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
+from mtlrun.training.policy_learning import resume_learning
 from mtlrun.training.replicas import (
     ReplicatedLSTMModel,
     check_replicable,
@@ -253,14 +254,7 @@ def learn_policy_parallel(c: Any, p: Prepared, run_dir: Path, progress: bool) ->
     scheduler = p.scheduler
     episodes, steps = scheduler.learning_plan()
     n = scheduler.cfg.parallel_episodes
-    ckpt = run_dir / "checkpoints" / "learn.pt"
-    first, timing = 0, {"learn_seconds": 0.0, "learn_signal_seconds": 0.0,
-                        "learn_policy_seconds": 0.0}  # fmt: skip
-    if ckpt.is_file():
-        saved = checkpoint.load(ckpt)
-        scheduler.load_state_dict(saved["scheduler"])
-        first, timing = saved["episode"], saved["timing"]
-        log.info("resuming the learning phase at episode %d of %d", first + 1, episodes)
+    ckpt, first, timing = resume_learning(scheduler, run_dir)
     log.info("%s: learning phase, %d episodes of %d steps, %d at a time on %s", scheduler.name,
              episodes, steps, n, p.device)  # fmt: skip
     display = ProgressDisplay(episodes * steps, [], enabled=progress, label="learn")

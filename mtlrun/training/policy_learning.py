@@ -16,6 +16,21 @@ from mtlrun.training.trainer import Trainer
 log = logging.getLogger("mtlrun")
 
 
+def resume_learning(scheduler: Scheduler, run_dir: Path) -> tuple[Path, int, dict[str, float]]:
+    """The learning checkpoint's path, the episodes already done and their timing: restored
+    from `checkpoints/learn.pt` (into the scheduler too) when a killed phase left one."""
+    ckpt = run_dir / "checkpoints" / "learn.pt"
+    first, timing = 0, {"learn_seconds": 0.0, "learn_signal_seconds": 0.0,
+                        "learn_policy_seconds": 0.0}  # fmt: skip
+    if ckpt.is_file():
+        saved = checkpoint.load(ckpt)
+        scheduler.load_state_dict(saved["scheduler"])
+        first, timing = saved["episode"], saved["timing"]
+        episodes = scheduler.learning_plan()[0]
+        log.info("resuming the learning phase at episode %d of %d", first + 1, episodes)
+    return ckpt, first, timing
+
+
 def learn_policy(
     scheduler: Scheduler,
     make_episode: Callable[[int, ProgressDisplay], Trainer],
@@ -24,14 +39,7 @@ def learn_policy(
 ) -> dict[str, float]:
     """Run the scheduler's learning episodes; returns their wall-time split (seconds)."""
     episodes, steps = scheduler.learning_plan()
-    ckpt = run_dir / "checkpoints" / "learn.pt"
-    first, timing = 0, {"learn_seconds": 0.0, "learn_signal_seconds": 0.0,
-                        "learn_policy_seconds": 0.0}  # fmt: skip
-    if ckpt.is_file():
-        saved = checkpoint.load(ckpt)
-        scheduler.load_state_dict(saved["scheduler"])
-        first, timing = saved["episode"], saved["timing"]
-        log.info("resuming the learning phase at episode %d of %d", first + 1, episodes)
+    ckpt, first, timing = resume_learning(scheduler, run_dir)
     log.info("%s: learning phase, %d episodes of %d steps", scheduler.name, episodes, steps)
     display = ProgressDisplay(episodes * steps, [], enabled=progress, label="learn")
     with display:
