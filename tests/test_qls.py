@@ -23,7 +23,7 @@ def infos(K=2, n_dev=10):
 
 # the paper's DQN (the protocol tests below); the practical preset's options have their own tests
 PAPER = {"q_network": "flat", "double": False, "n_step": 1, "reward_norm": False,
-         "updates_per_decision": 1, "run_policy": "greedy"}  # fmt: skip
+         "updates_per_decision": 1, "run_policy": "greedy", "reward": "loss"}  # fmt: skip
 
 
 def make(K=2, seed=0, total=40, **hparams):

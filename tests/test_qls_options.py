@@ -126,7 +126,8 @@ def test_equivariant_network_generalises_a_lesson_to_every_task():
 
 def test_scaled_punishment_is_below_the_reward_for_any_number_of_tasks():
     for K in (2, 16):
-        qls = make(K=K, state_subset="all", baselines={f"t{k}": 0.9 for k in range(K)})
+        qls = make(K=K, state_subset="all", reward="loss",
+                   baselines={f"t{k}": 0.9 for k in range(K)})  # fmt: skip
         losses = {k: 0.8 for k in range(K)}  # above ln 2: worse than chance
         sig = signals_for(qls, [np.tile([[0.6, 0.4]], (4, 1))] * K, losses=losses,
                           scores={k: 0.5 for k in range(K)})  # fmt: skip
@@ -233,7 +234,7 @@ def test_learns_to_avoid_a_task_whose_training_raises_the_loss(network, tmp_path
     lower it: after learning, the Boltzmann run phase gives task 2 less than the uniform 1/3,
     and the greedy policy avoids it."""
     qls = make(K=3, state_subset="all", episodes=40, episode_steps=50, decision_every=5,
-               q_network=network, run_policy="boltzmann", n_step=3, reward_norm=True,
+               q_network=network, run_policy="boltzmann", n_step=3, reward_norm=True, reward="loss",
                learning_starts=16, replay_batch=16, target_sync=20, q_hidden=32)  # fmt: skip
     rng = np.random.default_rng(0)
     for e in range(40):

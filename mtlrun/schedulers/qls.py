@@ -92,7 +92,7 @@ class QLSConfig(SchedulerConfig):
     punish_ratio: float = 0.95
     punish_after_steps: int = 0  # mute the punishment for the first steps of every episode
     # loss: r = −Σ_k V_k (paper) | improvement: Σ_k V_k(t−1) − Σ_k V_k(t) | score: r = Σ_k s_k
-    reward: str = "loss"
+    reward: str = "score"
     reward_norm: bool = True  # z-score rewards with running statistics
     # DQN
     gamma: float = 0.99
@@ -378,7 +378,8 @@ class QLS(Scheduler):
         reward = None
         if actor.previous is not None:
             reward = self.reward(signals, t, actor.last_loss)
-            if not math.isfinite(reward):  # a diverged MTL model: punished, and the episode ends
+            finite = all(math.isfinite(v) for v in signals.losses.values())
+            if not (finite and math.isfinite(reward)):  # diverged: punished, the episode ends
                 reward, done = self._punished(np.full(self.K, math.inf), actor.last_loss), True
             actor.last_reward = reward
             actor.episode_return += reward
