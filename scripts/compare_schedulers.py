@@ -7,8 +7,10 @@ wall time including any learning phase and signal overhead.
         --setup uniform=scheduler=uniform \
         --setup qls=scheduler=qls,scheduler.episodes=6
 
-Each setup is NAME=override,override,...; runs land in OUT/NAME/seed<S> and are reused when
-their results.json exists, so a long comparison can be resumed or extended. `--suite` picks a
+Each setup is NAME=override,override,...; `{out}` and `{seed}` in an override are replaced
+(e.g. scheduler.path={out}/reinforce/seed{seed}/learned_schedule.json). Runs land in
+OUT/NAME/seed<S> and are reused when their results.json exists, so a long comparison can be
+resumed or extended. `--suite` picks a
 preset of overrides (below) or `none`; `--extra` adds overrides to every run.
 """
 
@@ -73,8 +75,13 @@ def summarise(name: str, results: list[dict], watch: str | None) -> str:
     cells = [f"{name:<22}", f"{np.mean(tests):6.2f} ± {sd:4.2f}"]
     if watch:
         cells.append(f"{np.mean(watched):6.3f}")
-    cells += [f"{np.mean(largest):6.3f}", f"{np.mean(used):5.1f}", f"{collapsed}/{len(results)}",
-              f"{np.mean(wall):7.0f}", f"{100 * np.sum(signal) / max(np.sum(wall), 1e-9):5.1f}"]
+    cells += [
+        f"{np.mean(largest):6.3f}",
+        f"{np.mean(used):5.1f}",
+        f"{collapsed}/{len(results)}",
+        f"{np.mean(wall):7.0f}",
+        f"{100 * np.sum(signal) / max(np.sum(wall), 1e-9):5.1f}",
+    ]
     return " | ".join(cells)
 
 
@@ -91,16 +98,19 @@ def main() -> None:
     watch = args.watch or ("sent2" if args.suite == "random3" else None)
     extra = [o for o in args.extra.split(",") if o]
     setups = dict(s.split("=", 1) for s in args.setup)
-    jobs = [(name, seed, [*SUITES[args.suite], *extra, *[o for o in ov.split(",") if o],
+    jobs = [(name, seed, [*SUITES[args.suite], *extra,
+                          *[o.format(out=args.out, seed=seed) for o in ov.split(",") if o],
                           f"seed={seed}"])
             for name, ov in setups.items() for seed in args.seeds]  # fmt: skip
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda j: run_one(args.out / j[0] / f"seed{j[1]}", j[2]), jobs))
     header = ["setup".ljust(22), "test % (mean ± sd)"] + (["watch"] if watch else [])
     header += ["max", "tasks", "coll.", "wall s", "sig %"]
-    print(f"suite {args.suite}, seeds {args.seeds}; watch = share of {watch}; max = largest "
-          "task share; tasks = tasks with ≥ 2 % of the steps; wall = training + learning; "
-          "sig = signals + policy share of it")
+    print(
+        f"suite {args.suite}, seeds {args.seeds}; watch = share of {watch}; max = largest "
+        "task share; tasks = tasks with ≥ 2 % of the steps; wall = training + learning; "
+        "sig = signals + policy share of it"
+    )
     print(" | ".join(header))
     for name in setups:
         results = [r for (n, _, _), r in zip(jobs, done, strict=True) if n == name and r]
