@@ -267,3 +267,18 @@ def test_score_reward_is_the_summed_dev_score_and_its_punishment_is_below_it():
     assert qls.reward(sig, 5) == pytest.approx(1.25)
     punished = make(state_subset="all", reward="score", baselines={"t0": 1, "t1": 1})
     assert punished.reward(sig, 5) == pytest.approx(1.25 - 2)
+
+
+def test_the_run_phase_of_a_learned_and_of_a_reused_policy_draw_the_same_tasks(tmp_path):
+    learner = make(run_policy="boltzmann", state_subset="all")
+    for e in range(2):
+        learner.begin_episode(e)
+        drive_episode(learner, None)
+    learner.end_learning(tmp_path)
+    reused = make(policy=str(tmp_path / "policy.pt"), run_policy="boltzmann", state_subset="all")
+    probs = [np.tile([[0.7, 0.3]], (10, 1))] * 2
+    draws = []
+    for s in (learner, reused):
+        s.observe_signals(0, signals_for(s, probs))
+        draws.append([s.next_task(t) for t in range(50)])
+    assert draws[0] == draws[1]

@@ -207,6 +207,9 @@ class QLS(Scheduler):
         # the loss of a chance-level model, Σ_k ln C_k: the scale of the scaled punishment
         self.chance_loss = float(sum(math.log(max(t.num_labels, 2)) for t in tasks))
         self.dqn = DQN(cfg.n_bins, self.K, cfg, seed=int(rng.integers(2**31)))
+        # the run phase draws from its own generator, so it depends on the policy and the seed
+        # only: learning then running equals running the saved policy
+        self.run_seed = int(rng.integers(2**63))
         self.hard: list[np.ndarray] | None = None  # H_k (dev example indices)
         self.reward_rows: list[np.ndarray] | None = None  # R_k, fixed once drawn
         self.learning = cfg.policy is None
@@ -286,6 +289,7 @@ class QLS(Scheduler):
             self.dqn.replay.recent_states(DIAGNOSTIC_STATES)
         )
         self.dqn.replay = ReplayBuffer(1, self.K * self.cfg.n_bins)  # free the memory
+        self.rng = np.random.default_rng(self.run_seed)
         self.save_policy(run_dir / "policy.pt")
         verdict = learning_verdict(self.learn_diagnostics, self.dqn.td_rms, self.cfg.run_policy)
         if verdict:
@@ -535,6 +539,7 @@ class QLS(Scheduler):
         self.dqn.q.load_state_dict(saved["q"])
         self.dqn.load_norm_state(saved.get("norm", {}))
         self.learning = False
+        self.rng = np.random.default_rng(self.run_seed)
         log.info("qls: running the saved policy %s (no learning phase)", path)
 
     # --- logging and checkpoints ----------------------------------------------------------------
