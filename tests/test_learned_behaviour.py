@@ -44,18 +44,27 @@ def step_share(run_dir, task, from_step=0):
     return Counter(r["task"] for r in rows)[task] / len(rows)
 
 
+# QLS needs a budget at which anything is learned: 800 steps (scripts/compare_schedulers.py
+# --suite random3); at 200 steps every task is still at chance.
+LONGER = ["tasks.dev_size=100", "tasks.test_size=400", "trainer.max_steps=800",
+          "trainer.eval_every=200"]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_qls_defaults_neither_collapse_nor_favour_the_random_label_task(tmp_path):
-    """At this tiny budget (3 episodes of 200 steps) the Q-values differ by less than their TD
-    error, so the default Boltzmann run phase samples close to uniformly instead of collapsing
-    as the paper's greedy run phase does (what it learns from more transitions is asserted in
-    test_qls_options.py). The run must not collapse and must not favour the random task."""
-    runs = [run(tmp_path, "qls", ["scheduler=qls"], s) for s in SEEDS]
-    results = [json.loads((r / "results.json").read_text()) for r in runs]
-    assert all(r["collapse"] is None for r in results)
-    assert all(max(r["schedule"]["share"].values()) < 0.5 for r in results)
-    shares = [step_share(r, RANDOM_TASK) for r in runs]
-    assert np.mean(shares) < UNIFORM + 0.05, shares
+def test_qls_defaults_match_uniform_and_train_the_random_label_task_less(tmp_path):
+    """The practical preset (3 learning episodes, then a Boltzmann run phase at 3 σ_TD): no
+    collapse, a mean test score no more than 1 point below uniform sampling, and less training
+    for the random-label task than uniform gives it. Measured over 6 seeds: 68.2 ± 2.1 against
+    66.8 ± 1.5, share 0.31 against 0.34 (README)."""
+    qls = [run(tmp_path, "qls", ["scheduler=qls", *LONGER], s) for s in SEEDS]
+    uniform = [run(tmp_path, "uniform", ["scheduler=uniform", *LONGER], s) for s in SEEDS]
+    results = {name: [json.loads((r / "results.json").read_text()) for r in runs]
+               for name, runs in (("qls", qls), ("uniform", uniform))}  # fmt: skip
+    assert all(r["collapse"] is None for r in results["qls"])
+    mean_test = {k: np.mean([r["aggregate"]["test"] for r in v]) for k, v in results.items()}
+    assert mean_test["qls"] >= mean_test["uniform"] - 0.01, mean_test
+    shares = [step_share(r, RANDOM_TASK) for r in qls]
+    assert np.mean(shares) < np.mean([step_share(r, RANDOM_TASK) for r in uniform]), shares
 
 
 @pytest.mark.slow

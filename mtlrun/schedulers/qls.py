@@ -13,7 +13,7 @@ run, over episodes that each train a freshly initialised MTL model for `episode_
                     a' = argmax_a  Q̃(S', a) + τ_d · sqrt(C² / max(1, N(a))) · Z_a   (BGE)
 
 and then runs the policy: greedy a = argmax_a Q(S, a) (the paper), or a draw from
-softmax(Q̃ / run_tau) (`run_policy=boltzmann`). Parallel learning episodes are actors that
+softmax(Q / (run_tau · σ_TD)) (`run_policy=boltzmann`). Parallel learning episodes are actors that
 share the DQN (`use_actor`). `scheduler.policy=<policy.pt>` skips learning and reuses a saved
 policy (Q-network, normalisers and H_k). The presets are `qls` (practical: finishes on a laptop
 CPU) and `qls_faithful` (the paper's 1M steps with a reset every 10K, D = 1).
@@ -116,7 +116,7 @@ class QLSConfig(SchedulerConfig):
     anneal_fraction: float = 0.8
     bge_c: float = 1.0
     run_policy: str = "boltzmann"  # sample softmax(Q / (τ_r · σ_TD)) | greedy (paper)
-    run_tau: float = 1.0  # τ_r, in units of the Q-function's RMS TD error σ_TD
+    run_tau: float = 3.0  # τ_r, in units of the Q-function's RMS TD error σ_TD
 
     def __post_init__(self) -> None:
         check_baselines_value(self.baselines)
