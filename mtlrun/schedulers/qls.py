@@ -88,7 +88,7 @@ class QLSConfig(SchedulerConfig):
     # reward
     reward_examples: int | None = 32  # dev examples per task for V_k and s_k; null = all
     punishment: float = -10.0  # the paper's fixed punishment (punishment_mode=fixed)
-    punishment_mode: str = "scaled"  # fixed: r = punishment | scaled: r = −ΣV_k − Σ_k ln C_k
+    punishment_mode: str = "scaled"  # fixed: r = punishment | scaled: r minus its own scale
     punish_ratio: float = 0.95
     punish_after_steps: int = 0  # mute the punishment for the first steps of every episode
     # loss: r = −Σ_k V_k (paper) | improvement: Σ_k V_k(t−1) − Σ_k V_k(t) | score: r = Σ_k s_k
