@@ -6,7 +6,7 @@ a decision every step; the flat Q-network; one DQN update per transition).
 
     python scripts/bench_qls_learning.py                     # CPU defaults, a few minutes
     python scripts/bench_qls_learning.py --device cuda       # the paper's signals (below)
-    python scripts/bench_qls_learning.py --data_dir ../shared/data   # real reviews if present
+    python scripts/bench_qls_learning.py --data_dir DATA   # real reviews if present
 
 On cuda the defaults are the paper's signal settings: H_k = 128 hard dev rows per task and the
 reward over the whole dev sets (--reward_examples 0), reviews of up to 200 tokens, and 1024 dev

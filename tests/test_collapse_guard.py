@@ -149,6 +149,7 @@ COLLAPSE_WARNING = (
 )
 
 
+@pytest.mark.slow
 def test_a_collapsed_learned_schedule_is_reported(tmp_path, caplog):
     run_dir = tmp_path / "collapsed"
     with caplog.at_level(logging.WARNING):
@@ -174,6 +175,7 @@ def test_a_collapsed_learned_schedule_is_reported(tmp_path, caplog):
     assert {r["schedule"]["entropy_norm"] for r in lines} == {0.0}
 
 
+@pytest.mark.slow
 def test_a_balanced_learned_schedule_is_not_a_collapse(tmp_path, caplog):
     run_dir = tmp_path / "balanced"
     with caplog.at_level(logging.WARNING):
@@ -193,6 +195,7 @@ def test_a_balanced_learned_schedule_is_not_a_collapse(tmp_path, caplog):
     assert {r["schedule"]["entropy"] for r in last} == {schedule["entropy"]}
 
 
+@pytest.mark.slow
 def test_mixed_mode_counts_examples(tmp_path):
     run_dir = tmp_path / "mixed"
     cfg = _fixed(tmp_path, [1.0, 0.0, 0.0], "trainer.step_mode=mixed")
@@ -202,6 +205,7 @@ def test_mixed_mode_counts_examples(tmp_path):
     assert results["collapse"]["task"] == "sent0" and results["collapse"]["first_step"] == 40
 
 
+@pytest.mark.slow
 def test_uniform_sampling_is_never_guarded(tmp_path, caplog):
     """Not a learned scheduler: no record even with a threshold any schedule exceeds."""
     run_dir = tmp_path / "uniform"
@@ -216,6 +220,7 @@ def test_uniform_sampling_is_never_guarded(tmp_path, caplog):
     assert balanced["collapse"] is not None and balanced["collapse"]["threshold"] == 0.01
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reports_what_an_uninterrupted_one_does(tmp_path, monkeypatch, caplog):
     full = run_experiment(_fixed(tmp_path, [1.0, 0.0, 0.0]), tmp_path / "full")
 

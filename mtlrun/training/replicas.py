@@ -1,5 +1,5 @@
 """N replicas of the LSTM multi-task model, trained at once on one device (QLS's parallel
-learning episodes, SCHEDULERS.md §6.3.8).
+learning episodes, docs/learned_schedulers.md).
 
 The encoder's parameters are stacked along a leading replica axis and the (bi)LSTM recurrence
 runs as batched matrix products over it, so one forward / backward trains N models. Each
