@@ -11,12 +11,12 @@ from test_qls import QLS, drive_episode, make, signals_for
 from torch import nn
 
 from mtlrun.errors import ConfigError
+from mtlrun.schedulers.base import softmax
 from mtlrun.schedulers.dqn import (
     DQN,
     EquivariantQNetwork,
     NStepAccumulator,
     RunningNorm,
-    softmax,
 )
 from mtlrun.schedulers.qls import run_distribution
 

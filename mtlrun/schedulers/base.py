@@ -110,6 +110,13 @@ def inverse_cdf(cdf: np.ndarray, u: float | np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, np.asarray(u) * cdf[-1], side="right"), len(cdf) - 1)
 
 
+def softmax(x: np.ndarray) -> np.ndarray:
+    """softmax(x), computed stably in float64."""
+    z = np.asarray(x, dtype=np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
 def to_probabilities(weights: np.ndarray) -> np.ndarray:
     """§1.4.2: clip negatives to 0 and normalise; uniform on non-finite weights or zero mass."""
     w = np.asarray(weights, dtype=np.float64)

@@ -38,11 +38,6 @@ def zscore(q: np.ndarray) -> np.ndarray:
     return (q - q.mean()) / (q.std() + 1e-6)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
 def bge_index(
     q: np.ndarray, counts: np.ndarray, gumbel: np.ndarray, tau: float, c: float = 1.0
 ) -> np.ndarray:

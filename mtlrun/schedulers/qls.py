@@ -40,6 +40,7 @@ from mtlrun.schedulers.base import (
     StepMode,
     TaskInfo,
     inverse_cdf,
+    softmax,
 )
 from mtlrun.schedulers.baselines import check_baselines_value, load_baselines
 from mtlrun.schedulers.dqn import (
@@ -48,7 +49,6 @@ from mtlrun.schedulers.dqn import (
     NStepAccumulator,
     ReplayBuffer,
     bge_index,
-    softmax,
     temperature,
     zscore,
 )

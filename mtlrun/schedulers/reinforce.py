@@ -37,6 +37,7 @@ from mtlrun.schedulers.base import (
     StepMode,
     TaskInfo,
     inverse_cdf,
+    softmax,
     to_probabilities,
 )
 from mtlrun.schedulers.registry import register
@@ -53,13 +54,6 @@ HOW_TO_MAKE = (
 
 
 # --- the policy math (§6.2 (c)) --------------------------------------------------------------
-def softmax(theta: np.ndarray) -> np.ndarray:
-    """π_θ = softmax(θ), computed stably."""
-    z = np.asarray(theta, dtype=np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def exploration_marginal(pi: np.ndarray, epsilon: float, gamma: float, primary: int) -> np.ndarray:
     """§6.2 (c)1: the probability that one example draws task a during the search run,
     P(a) = ε/K + (γ−ε)·1[a = T_p] + (1−γ)·π(a)."""

@@ -36,7 +36,7 @@ from mtlrun.training.replicas import (
     clip_grad_norm_per_replica,
     stack_batches,
 )
-from mtlrun.training.signals import _batches, _rows  # the serial meter's rows and batch order
+from mtlrun.training.signals import dev_batches, dev_rows  # the serial meter's order
 
 if TYPE_CHECKING:
     from mtlrun.experiment import Prepared
@@ -99,8 +99,8 @@ class ReplicaMeter:
                 f"task {self.tasks[k].task.name} has no dev data, and this scheduler "
                 "measures dev examples; use tasks.missing_metric_policy=holdout"
             )
-        out_rows = _rows(request.outputs[k], len(split)) if k in request.outputs else None
-        score_rows = _rows(request.scores[k], len(split)) if k in request.scores else None
+        out_rows = dev_rows(request.outputs[k], len(split)) if k in request.outputs else None
+        score_rows = dev_rows(request.scores[k], len(split)) if k in request.scores else None
         examples = np.unique(np.concatenate([r for r in (out_rows, score_rows) if r is not None]))
         probs, ce = self._forward(model, k, examples, replicas)
         gold = split.labels[examples]
@@ -123,7 +123,7 @@ class ReplicaMeter:
         probs = np.empty((len(replicas), len(examples), self.tasks[k].task.num_labels), np.float32)
         ce = np.empty((len(replicas), len(examples)), np.float32)
         rows = max(1, self.sequences // len(replicas))
-        for index in _batches(examples, split.lengths, rows):
+        for index in dev_batches(examples, split.lengths, rows):
             p, c = model.evaluate(k, collate(split, index, False, self.device), replicas)
             at = np.searchsorted(examples, index)
             probs[:, at], ce[:, at] = p.cpu().numpy(), c.cpu().numpy()

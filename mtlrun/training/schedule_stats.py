@@ -19,6 +19,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from mtlrun.schedulers import uncertainty
+
 # Fewer decisions prove nothing: a fair sampler is lumpy over a handful of draws, and a learned
 # policy's first decisions are exploration. At 32 decisions uniform sampling exceeds the
 # automatic threshold with probability < 1e-5 for K >= 4 tasks (K·P[Binomial(32, 1/K) >
@@ -35,7 +39,7 @@ def shares(counts: Sequence[int]) -> list[float]:
 
 def entropy(counts: Sequence[int]) -> float:
     """Shannon entropy (nats) of the count histogram; 0 for an empty one."""
-    h = -sum(p * math.log(p) for p in shares(counts) if p > 0)
+    h = float(uncertainty.entropy(np.asarray(shares(counts)))) if len(counts) else 0.0
     return h if h > 0 else 0.0  # never -0.0 in the logs
 
 

@@ -30,11 +30,11 @@ from mtlrun.training.batches import collate
 from mtlrun.training.metrics import compute_metric
 
 
-def _rows(selection: np.ndarray | None, n: int) -> np.ndarray:
+def dev_rows(selection: np.ndarray | None, n: int) -> np.ndarray:
     return np.arange(n) if selection is None else np.unique(np.asarray(selection, dtype=np.int64))
 
 
-def _batches(examples: np.ndarray, lengths: np.ndarray, size: int) -> list[np.ndarray]:
+def dev_batches(examples: np.ndarray, lengths: np.ndarray, size: int) -> list[np.ndarray]:
     ordered = examples[np.argsort(-lengths[examples], kind="stable")]  # longest first
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
@@ -146,8 +146,8 @@ class SignalMeter:
                         f"task {self.tasks[k].task.name} has no dev data, and this scheduler "
                         "measures dev examples; use tasks.missing_metric_policy=holdout"
                     )
-                out_rows = _rows(request.outputs[k], n) if k in request.outputs else None
-                score_rows = _rows(request.scores[k], n) if k in request.scores else None
+                out_rows = dev_rows(request.outputs[k], n) if k in request.outputs else None
+                score_rows = dev_rows(request.scores[k], n) if k in request.scores else None
                 if request.mc_samples > 0 and out_rows is not None:
                     outputs[k] = self._mc_outputs(
                         model, k, out_rows, request.mc_samples, request.mc_dropout
@@ -184,7 +184,7 @@ class SignalMeter:
         tagging = self.tasks[k].task.kind == Kind.TAGGING
         result = {}
         size = max(1, self.batch_size // m)
-        for index in _batches(examples, split.lengths, size):
+        for index in dev_batches(examples, split.lengths, size):
             batch = collate(split, index, tagging, self.device)
             out = model(k, _tile(batch, m) if m > 1 else batch)
             probs = out.example_log_probs.float().exp()
