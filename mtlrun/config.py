@@ -237,6 +237,10 @@ class TrainerConfig:
     step_mode: str | None = None  # single | mixed | all; null = the scheduler's own default
     progress: bool = True  # rich progress bar when attached to a terminal
     checkpoints: bool = True
+    overwrite: bool = False  # a new run may replace the run already in its directory
+    # a non-finite loss or gradient: stop (keep the last good checkpoint, exit non-zero) or
+    # skip that step's update (counted in results.json)
+    nonfinite: str = "stop"
     # collapse guard of learned schedulers: the largest share of training one task may get
     # before the run warns and records a collapse; null = (1 + 1/K) / 2 for K tasks
     collapse_share: float | None = None
@@ -251,6 +255,8 @@ class TrainerConfig:
             raise ConfigError(
                 f"trainer.step_mode must be single, mixed or all ({self.step_mode!r})"
             )
+        if self.nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"trainer.nonfinite must be stop or skip (got {self.nonfinite!r})")
         share = self.collapse_share
         if share is not None and not 0 < share <= 1:  # NaN fails too
             raise ConfigError(

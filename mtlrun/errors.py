@@ -11,3 +11,11 @@ class ConfigError(MtlrunError):
 
 class DataError(MtlrunError):
     """Missing or malformed data files."""
+
+
+class RunDirRefused(MtlrunError):
+    """A run directory that belongs to another run, or that another process is writing."""
+
+
+class Diverged(MtlrunError):
+    """Training produced a non-finite loss or gradient (trainer.nonfinite=stop)."""

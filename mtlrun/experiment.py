@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mtlrun import atomic
+from mtlrun import run_dir as rundir
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import validate
-from mtlrun.errors import ConfigError, DataError
+from mtlrun.errors import ConfigError, DataError, MtlrunError
 from mtlrun.models import build_model, uses_subwords
 from mtlrun.models.embeddings import pretrained_words
 from mtlrun.report.results import print_results, write_results
@@ -27,7 +29,7 @@ from mtlrun.schedulers import (
     scheduler_class,
 )
 from mtlrun.tasks import Task, load_tasks
-from mtlrun.tasks.encode import EncodedTask, WordEncoder, encode_tasks
+from mtlrun.tasks.encode import EncodedTask, WordEncoder, check_cache_writable, encode_tasks
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.parallel_learning import episode_seed, learn_policy_parallel
 from mtlrun.training.policy_learning import learn_policy
@@ -73,6 +75,15 @@ class Prepared:
     device: torch.device
 
 
+def check_unique_names(tasks: list[Task]) -> None:
+    """Results, logs and checkpoints are keyed by task name: a repeated task would vanish."""
+    seen: set[str] = set()
+    for t in tasks:
+        if t.name in seen:
+            raise ConfigError(f"task {t.name} is listed twice; each task may appear once")
+        seen.add(t.name)
+
+
 def check_splits(tasks: list[Task]) -> None:
     for t in tasks:
         empty = [s for s in ("train", "dev", "test") if len(t.split(s)) == 0
@@ -108,10 +119,12 @@ def prepare(c: Any) -> Prepared:
     """Tasks -> vocabulary and encoded splits -> scheduler (its step mode checked)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = device_for(c.hardware)
+    check_cache_writable(c.cache_dir)  # before loading data, not after
     tasks = select_tasks(
         load_tasks(c.tasks, c.seed, c.data_dir),
         scheduler_class(c.scheduler.name).task_subset(c.scheduler),
     )
+    check_unique_names(tasks)
     check_splits(tasks)
     encoded, vocab = encode(c, tasks)
     infos = [
@@ -179,11 +192,53 @@ def learn(c: Any, p: Prepared, run_dir: Path, resume: bool) -> dict[str, float]:
     return timing
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def check_writable(directory: Path) -> None:
+    """Fail before training, not at the first checkpoint, when `directory` cannot be written."""
+    probe = directory / ".write-probe.tmp"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise MtlrunError(f"{directory}: not writable ({e.strerror})") from None
+
+
+def check_resumable(c: Any, run_dir: Path) -> None:
+    """A resume continues from last.pt; say so when there is nothing to continue."""
+    if (run_dir / "results.json").is_file():
+        raise MtlrunError(f"{run_dir} has finished (results.json): there is nothing to resume")
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return
+    if not c.trainer.checkpoints:
+        raise MtlrunError(
+            f"{run_dir} was run with trainer.checkpoints=false, so it cannot be resumed; "
+            "start it again"
+        )
+    log.warning("%s has no checkpoint yet (stopped before its first evaluation): "
+                "training starts again from step 0", run_dir)  # fmt: skip
+
+
+def run_experiment(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume: bool = False,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Run (or resume) the experiment `cfg` in `run_dir`, which this process holds locked."""
     c = validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    with rundir.RunLock(run_dir):
+        if resume:
+            check_resumable(c, run_dir)
+        else:
+            rundir.start(run_dir, cfg, list(overrides), c.trainer.overwrite)
+        for directory in (run_dir, run_dir / "checkpoints"):
+            atomic.remove_stale_temps(directory)  # left by a kill during a write
+        if c.trainer.checkpoints:
+            check_writable(run_dir / "checkpoints")
+        return _run(c, run_dir, resume)
+
+
+def _run(c: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
     p = prepare(c)
     learning = learn(c, p, run_dir, resume)
     results = make_trainer(c, p, run_dir).fit(resume=resume)

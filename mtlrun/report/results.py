@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from mtlrun import strict_json
 from mtlrun.atomic import write_text_atomic
 from mtlrun.training.schedule_stats import collapse_message
 
@@ -49,7 +49,7 @@ HEADER = ["task", "metric", "dev (%)", "test (%)"]
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
-    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run_dir / "results.json", strict_json.dumps(results, indent=2) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task", "metric", "dev", "test"])

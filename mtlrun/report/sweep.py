@@ -10,6 +10,7 @@ the renderers can mark it.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -178,9 +179,9 @@ def build_table(runs: list[Run], by: str = "scheduler", split: str = "test") -> 
                 agg = (res.get("aggregate") or {}).get(split)
                 if agg is None:  # no aggregate recorded: the mean over the run's tasks
                     agg = statistics.fmean(t[split] for t in res["tasks"].values())
-                out.append(float(agg))
+                out.append(_score(agg))
             elif task in res["tasks"]:
-                out.append(float(res["tasks"][task][split]))
+                out.append(_score(res["tasks"][task][split]))
         return out
 
     rows = [*tasks, AVERAGE]
@@ -228,5 +229,10 @@ def baselines(runs: list[Run]) -> dict[str, float]:
                 f"scheduler={sched} on {len(tasks)} tasks"
             )
         ((task, res),) = tasks.items()
-        per_task.setdefault(task, []).append(float(res["dev"]))
+        per_task.setdefault(task, []).append(_score(res["dev"]))
     return {t: statistics.fmean(s) for t, s in per_task.items()}
+
+
+def _score(value: Any) -> float:
+    """A score from results.json, where an undefined one (e.g. ROC-AUC on one class) is null."""
+    return math.nan if value is None else float(value)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mtlrun.errors import ConfigError
+from mtlrun.errors import ConfigError, MtlrunError
 from mtlrun.schedulers.base import (
     Category,
     Scheduler,
@@ -482,16 +482,18 @@ class QLS(Scheduler):
 
     # --- policy files -------------------------------------------------------------------------
     def save_policy(self, path: Path) -> None:
+        """A `checkpoint` file of format POLICY_FORMAT; H_k as plain index lists, so that
+        whoever inspects the file with torch.load sees what they are."""
+        hard = None if self.hard is None else [h.tolist() for h in self.hard]
         checkpoint.save(path, {
-            "format": POLICY_FORMAT,
             "tasks": [t.name for t in self.tasks],
             "settings": self._policy_settings(),
-            "hard": self.hard,
+            "hard": hard,
             "q": self.dqn.q.state_dict(),
             "norm": self.dqn.norm_state(),
             "decisions": self.decisions,
             "action_counts": self.action_counts.tolist(),
-        })  # fmt: skip
+        }, format=POLICY_FORMAT)  # fmt: skip
         log.info("qls: policy saved to %s", path)
 
     def _policy_settings(self) -> dict[str, Any]:
@@ -508,9 +510,10 @@ class QLS(Scheduler):
                 f"scheduler.policy: no file {path}; a qls run saves its policy as "
                 "<run dir>/policy.pt"
             )
-        saved = checkpoint.load(path.expanduser())
-        if not isinstance(saved, dict) or saved.get("format") != POLICY_FORMAT:
-            raise ConfigError(f"scheduler.policy: {path} is not a QLS policy file")
+        try:  # never runs code from the file; refuses other files, damaged or too new ones
+            saved = checkpoint.load(path.expanduser(), format=POLICY_FORMAT)
+        except MtlrunError as e:
+            raise ConfigError(f"scheduler.policy: {e}") from None
         names = [t.name for t in self.tasks]
         if saved["tasks"] != names:
             raise ConfigError(
@@ -527,15 +530,17 @@ class QLS(Scheduler):
                 + ", ".join(f"scheduler.{k}={v}" for k, v in mismatched.items())
                 + "; set the same values"
             )
-        if saved["hard"] is not None:
-            too_big = [n for n, h, t in zip(names, saved["hard"], self.tasks, strict=True)
+        hard = saved["hard"]
+        if hard is not None:
+            hard = [np.asarray(h, dtype=np.int64) for h in hard]
+            too_big = [n for n, h, t in zip(names, hard, self.tasks, strict=True)
                        if len(h) and h.max() >= t.n_dev]  # fmt: skip
             if too_big:
                 raise ConfigError(
                     f"scheduler.policy: {path} indexes dev examples that tasks "
                     f"{too_big} do not have: was it learned on other data?"
                 )
-        self.hard = saved["hard"]
+        self.hard = hard
         self.dqn.q.load_state_dict(saved["q"])
         self.dqn.load_norm_state(saved.get("norm", {}))
         self.learning = False

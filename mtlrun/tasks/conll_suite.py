@@ -18,7 +18,7 @@ from mtlrun.errors import DataError
 from mtlrun.tasks.conll import iob1_to_iob2, read_columns, read_conllu
 from mtlrun.tasks.sources import load_hub_split, local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
-from mtlrun.tasks.text_files import file_stats, find_file
+from mtlrun.tasks.text_files import file_digests, find_file, is_file
 from mtlrun.tasks.treebank import ZIP_NAME, read_ptb_sample
 
 Tagged = list[tuple[list[str], list[str]]]  # (words, tags) per sentence
@@ -27,34 +27,35 @@ SPLITS = ("train", "dev", "test")
 
 def _files(directory: Path, names: dict[str, str], what: str, how: str) -> dict[str, Path]:
     paths = {s: directory / n for s, n in names.items()}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
+    missing = [str(p) for p in paths.values() if not is_file(p)]
     if missing:
         raise DataError(f"{what}: missing {', '.join(missing)}; {how}")
     return paths
 
 
-def _ner_local(d: Path) -> dict[str, Tagged]:
+def _ner_local(d: Path) -> tuple[dict[str, Tagged], list[Path]]:
     how = (
         "put eng.train, eng.testa and eng.testb there (the CoNLL-2003 English release), "
         "or set data_dir=null to use the hub"
     )
     paths = _files(d, {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"},
                    "CoNLL-2003 NER", how)  # fmt: skip
-    return {s: [([r[0] for r in sent], iob1_to_iob2([r[3] for r in sent]))
+    data = {s: [([r[0] for r in sent], iob1_to_iob2([r[3] for r in sent]))
                 for sent in read_columns(p, 4)] for s, p in paths.items()}  # fmt: skip
+    return data, list(paths.values())
 
 
-def _chunking_local(d: Path) -> dict[str, Tagged]:
+def _chunking_local(d: Path) -> tuple[dict[str, Tagged], list[Path]]:
     paths = _files(d, {"train": "train.txt", "test": "test.txt"}, "CoNLL-2000 chunking",
                    "put train.txt and test.txt there (nltk_data's conll2000.zip), "
                    "or set data_dir=null to use the hub")  # fmt: skip
     out = {s: [([r[0] for r in sent], [r[2] for r in sent]) for sent in read_columns(p, 3)]
            for s, p in paths.items()}  # fmt: skip
-    return {**out, "dev": []}  # no dev split in the release
+    return {**out, "dev": []}, list(paths.values())  # no dev split in the release
 
 
-def _pos_local(d: Path, tagset: str) -> dict[str, Tagged]:
-    data = {}
+def _pos_local(d: Path, tagset: str) -> tuple[dict[str, Tagged], list[Path]]:
+    data, paths = {}, []
     for s in SPLITS:
         path = find_file(d, f"en_ewt-ud-{s}.conllu")
         if path is None:
@@ -62,7 +63,8 @@ def _pos_local(d: Path, tagset: str) -> dict[str, Tagged]:
                             "UD_English-EWT release files there, or set data_dir=null to use "
                             "the hub")  # fmt: skip
         data[s] = read_conllu(path, tagset)
-    return data
+        paths.append(path)
+    return data, paths
 
 
 def _from_hub(
@@ -105,41 +107,37 @@ def _task(name: str, data: dict[str, Tagged], metric: Metric, fingerprint: dict,
     return Task(name, Kind.TAGGING, names, metric, *splits, fingerprint=fingerprint)
 
 
-def _stat(directory: Path | None) -> dict:
-    if directory is None:
-        return {"hub": True}
-    return file_stats(sorted(p for p in directory.glob("*") if p.is_file()))
-
-
 def load_conll(cfg, data_dir: str | None) -> list[Task]:
     tasks = []
     for name in cfg.tasks:
         if name == "ner":
             d = local_dir(data_dir, cfg.ner_path)
-            data = _ner_local(d) if d else _from_hub(
+            data, paths = _ner_local(d) if d else (_from_hub(
                 "eriktks/conll2003", None, ("tokens", "ner_tags"), "CoNLL-2003 NER",
-                "conll2003/eng.{train,testa,testb}")  # fmt: skip
+                "conll2003/eng.{train,testa,testb}"), None)  # fmt: skip
             metric = Metric.SPAN_F1
         elif name == "chunking":
             d = local_dir(data_dir, cfg.chunking_path)
-            data = _chunking_local(d) if d else _from_hub(
+            data, paths = _chunking_local(d) if d else (_from_hub(
                 "eriktks/conll2000", None, ("tokens", "chunk_tags"), "CoNLL-2000 chunking",
-                "conll2000/{train,test}.txt", splits=("train", None, "test"))  # fmt: skip
+                "conll2000/{train,test}.txt", splits=("train", None, "test")), None)  # fmt: skip
             metric = Metric.SPAN_F1
         elif cfg.pos_source == "ptb_sample":
             d = local_dir(data_dir, cfg.ptb_path)
             if d is None:
                 raise DataError("tasks.pos_source=ptb_sample has no hub copy; set data_dir "
                                 f"to a directory holding {cfg.ptb_path}/{ZIP_NAME}")  # fmt: skip
-            data, metric = read_ptb_sample(d), Metric.TOKEN_ACCURACY
+            data, paths, metric = read_ptb_sample(d), [d / ZIP_NAME], Metric.TOKEN_ACCURACY
         else:
             d = local_dir(data_dir, cfg.pos_path)
-            data = _pos_local(d, cfg.pos_tagset) if d else _from_hub(
+            data, paths = _pos_local(d, cfg.pos_tagset) if d else (_from_hub(
                 "universal-dependencies/universal_dependencies", "en_ewt",
                 ("tokens", cfg.pos_tagset), "UD English-EWT",
-                "ud_english_ewt/en_ewt-ud-*")  # fmt: skip
+                "ud_english_ewt/en_ewt-ud-*"), None)  # fmt: skip
             metric = Metric.TOKEN_ACCURACY
-        fingerprint = {"files": _stat(d), "pos": [cfg.pos_source, cfg.pos_tagset],
+        # the digests of exactly the files read (not of everything in their directory)
+        files = {"hub": True} if paths is None else file_digests(paths)
+        fingerprint = {"files": files, "pos": [cfg.pos_source, cfg.pos_tagset],
                        "max_train": cfg.max_train}  # fmt: skip
         tasks.append(_task(name, data, metric, fingerprint, cfg.max_train))
     return tasks

@@ -3,7 +3,13 @@
 Two text encoders share one output format (`EncodedSplit`): `WordEncoder`, a word vocabulary
 built from the training data (LSTM), and `SubwordEncoder` (in `subwords.py`), a pretrained
 Hugging Face tokenizer (BERT). The encoded splits are cached under `cache_dir/encoded/<hash>/`,
-keyed by a hash of everything that produced them.
+keyed by a hash of everything that produced them: the tasks' fingerprints (for local data, the
+SHA-256 of every file's bytes, see `text_files.content_digest`), the encoder's settings and, for
+pretrained vectors, the vectors file's bytes.
+
+The cache is shared by concurrent runs. An entry is written into `.tmp-<host>-<pid>-<random>`
+and renamed into place; the temp directories a killed run leaves behind are removed by a later
+run: at once when their process is gone (same host), after a day otherwise.
 """
 
 from __future__ import annotations
@@ -12,8 +18,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +35,12 @@ import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
+from mtlrun.errors import DataError
 from mtlrun.tasks.spec import Kind, Split, Task
+from mtlrun.tasks.text_files import content_digest, expand_user, is_file, shown
 
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1 of a word vocabulary
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: task fingerprints hold file digests, not size and mtime
 IGNORE = -100  # label of positions without one (torch's cross-entropy ignore_index)
 
 log = logging.getLogger(__name__)
@@ -90,8 +103,11 @@ class WordEncoder:
         return sorted(ids, key=ids.get)  # words in id order
 
     def cache_spec(self) -> dict:
+        # the vectors file decides which dev/test words join the vocabulary: key on its bytes
+        vectors = expand_user(self.pretrained) if self.pretrained else None
+        digest = content_digest(vectors) if vectors and is_file(vectors) else None
         return {"word_vocab": [self.min_freq, self.max_size], "max_length": self.max_length,
-                "pretrained": self.pretrained}  # fmt: skip
+                "pretrained": [self.pretrained, digest]}  # fmt: skip
 
     def fit(self, tasks: list[Task]) -> None:
         counts = Counter(w for t in tasks for s in _texts(t.train) for w in s)
@@ -135,7 +151,13 @@ class WordEncoder:
         self.tokenizer.save(str(directory / "tokenizer.json"))
 
     def load(self, directory: Path) -> None:
-        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        text = (directory / "tokenizer.json").read_text(encoding="utf-8")
+        try:
+            self.tokenizer = Tokenizer.from_str(text)
+        except Exception as e:  # `tokenizers` raises a bare Exception for a damaged file
+            if type(e) is not Exception:
+                raise
+            raise ValueError(f"tokenizer.json: {e}") from None
 
 
 def _texts(split: Split):
@@ -154,6 +176,81 @@ def cache_key(tasks: list[Task], encoder: TextEncoder) -> str:
 
 SPLITS = ("train", "dev", "test")
 DONE = "complete"  # written last: marks a cache entry whole
+TMP = ".tmp-"  # temp directories (and probe files): .tmp-<host>-<pid>-<random>
+STALE_AFTER_S = 24 * 3600  # a temp directory this old is abandoned, whoever made it
+# what reading a damaged cache entry raises (np.load of a cut or garbled .npz, a missing
+# array, a tokenizer.json that is not one); the entry is then rebuilt
+DAMAGED = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _tmp_prefix() -> str:
+    return f"{TMP}{_host()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: no signal, only the check
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_temp_dirs(encoded_dir: Path) -> list[Path]:
+    """Remove what killed runs left in `encoded_dir`: temp entries of this host whose process
+    is gone, and any older than a day. Never a live process's: concurrent runs share the cache
+    (a recycled pid keeps its entry until the day is over)."""
+    try:
+        entries = [e for e in encoded_dir.iterdir() if e.name.startswith(TMP)]
+    except OSError:
+        return []  # nothing to clean, or not ours to list; writing is checked separately
+    removed = []
+    for entry in entries:
+        host, pid, _ = (entry.name[len(TMP) :].split("-") + ["", "", ""])[:3]
+        try:
+            age = time.time() - entry.lstat().st_mtime
+        except FileNotFoundError:
+            continue  # another run removed it first
+        dead = host == _host() and pid.isdigit() and int(pid) > 0 and not _alive(int(pid))
+        if dead or age > STALE_AFTER_S:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()  # a probe file
+            except OSError:
+                continue  # removed by another run meanwhile, or not ours to remove
+            removed.append(entry)
+    if removed:
+        log.info("removed %d abandoned temp entries from %s", len(removed), encoded_dir)
+    return removed
+
+
+def _not_writable(root: Path, e: OSError) -> DataError:
+    in_the_way = isinstance(e, FileExistsError | NotADirectoryError)  # cache_dir or a parent
+    why = "a file is in the way" if in_the_way else e.strerror or str(e)
+    return DataError(
+        f"cache_dir={shown(root)}: not writable ({why}); set cache_dir=<a writable directory>"
+    )
+
+
+def check_cache_writable(cache_dir: str | Path) -> Path:
+    """Create `cache_dir/encoded` and a probe file in it, so an unwritable cache fails before
+    any data is encoded; returns the expanded cache directory."""
+    root = expand_user(cache_dir)
+    try:
+        (root / "encoded").mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root / "encoded", prefix=_tmp_prefix())
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise _not_writable(root, e) from None
+    return root
 
 
 def encode_tasks(
@@ -161,18 +258,23 @@ def encode_tasks(
 ) -> list[EncodedTask]:
     """Encode every split of every task (fitting `encoder` first), from the cache when the
     same inputs were seen before (then `encoder` is loaded from it)."""
-    directory = Path(cache_dir).expanduser() / "encoded" / cache_key(tasks, encoder)
-    if (directory / DONE).is_file():
+    root = check_cache_writable(cache_dir)
+    remove_stale_temp_dirs(root / "encoded")
+    directory = root / "encoded" / cache_key(tasks, encoder)
+    if is_file(directory / DONE):
         try:
             encoder.load(directory)
             return [EncodedTask(t, _load_splits(directory, t.name)) for t in tasks]
-        except Exception as e:  # a damaged entry: rebuild it
+        except DAMAGED as e:  # a damaged entry: rebuild it
             log.warning("cache entry %s unreadable (%s): rebuilding it", directory, e)
             shutil.rmtree(directory, ignore_errors=True)
     encoder.fit(tasks)
     encoded = [EncodedTask(t, {s: encoder.encode(t.split(s), t.kind) for s in SPLITS})
                for t in tasks]  # fmt: skip
-    _save(directory, encoder, encoded)
+    try:
+        _save(directory, encoder, encoded)
+    except OSError as e:  # a full disk, say
+        raise _not_writable(root, e) from None
     return encoded
 
 
@@ -188,7 +290,7 @@ def _load_splits(directory: Path, task_name: str) -> dict[str, EncodedSplit]:
 def _save(directory: Path, encoder: TextEncoder, encoded: list[EncodedTask]) -> None:
     """Write into a temp directory, then rename it into place: no half-written cache entries."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=_tmp_prefix()))
     try:
         for et in encoded:
             for s, e in et.splits.items():
@@ -201,5 +303,5 @@ def _save(directory: Path, encoder: TextEncoder, encoded: list[EncodedTask]) -> 
         os.replace(tmp, directory)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or no space
-        if not (directory / DONE).is_file():
+        if not is_file(directory / DONE):
             raise

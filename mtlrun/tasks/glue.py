@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import lzma
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,16 @@ from pathlib import Path
 from mtlrun.errors import ConfigError, DataError
 from mtlrun.tasks.sources import load_hub_split, local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
-from mtlrun.tasks.text_files import file_stats, find_file, read_lines, word_tokens
+from mtlrun.tasks.text_files import (
+    decode_utf8,
+    file_digests,
+    find_file,
+    is_dir,
+    is_file,
+    read_bytes,
+    read_lines,
+    word_tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +157,7 @@ def read_glue_tsv(path: Path, task: str) -> Split:
 
 def _mnli_records(path: Path) -> Iterator[tuple[str, object]]:
     """(where, record) of a MultiNLI jsonl file or JSON array file (xz-compressed or not)."""
-    opener = lzma.open if path.suffix == ".xz" else open
-    try:
-        with opener(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except (OSError, lzma.LZMAError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+    text = decode_utf8(read_bytes(path), path)
     if path.name.removesuffix(".xz").endswith(".jsonl"):
         for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
@@ -278,7 +281,7 @@ def local_files(directory: Path, task: str, mnli_train: str) -> dict[str, Path]:
         files = {s: find_file(folder, f"{s}.tsv") or folder / f"{s}.tsv" for s in ("train", "dev")}
     for split, path in files.items():
         source = "GLUE's " if ".tsv" in path.name else ""
-        if not path.is_file():
+        if not is_file(path):
             raise DataError(
                 f"GLUE {task} {split}: {DIRS[task]}/{path.name} is missing in {directory}. "
                 f"Either set data_dir=null (needs internet: the hub's {HUB_ID} config {task}), "
@@ -325,7 +328,7 @@ def make_task(name: str, train: Split, dev: Split, cfg: GlueTasksConfig, fingerp
 
 def load_glue(cfg: GlueTasksConfig, data_dir: str | None) -> list[Task]:
     directory = local_dir(data_dir, cfg.path)
-    if directory is not None and not directory.is_dir():
+    if directory is not None and not is_dir(directory):
         raise DataError(f"no GLUE data: {directory} does not exist; set data_dir=... or null")
     tasks = []
     if directory is not None:
@@ -335,7 +338,7 @@ def load_glue(cfg: GlueTasksConfig, data_dir: str | None) -> list[Task]:
             if task == "mnli":
                 warn_if_sample(paths["train"])
             train, dev = (read_local(task, paths[s]) for s in ("train", "dev"))
-            tasks.append(make_task(task, train, dev, cfg, file_stats(paths.values())))
+            tasks.append(make_task(task, train, dev, cfg, file_digests(paths.values())))
         return tasks
     for task in cfg.tasks:
         where = f"{cfg.path}/{DIRS[task]}/"

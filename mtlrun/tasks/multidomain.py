@@ -12,7 +12,7 @@ from pathlib import Path
 from mtlrun.errors import DataError
 from mtlrun.tasks.sources import local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
-from mtlrun.tasks.text_files import file_stats, find_file, read_lines, split_tokens
+from mtlrun.tasks.text_files import file_digests, find_file, is_dir, read_lines, split_tokens
 
 HOW_TO_GET = (
     "put <domain>.task.train and <domain>.task.test (or .gz) there, from the FDU-MTL release "
@@ -59,7 +59,7 @@ def load_domain(directory: Path, domain: str, dev_size: int) -> Task:
         test=read_labelled_lines(files["test"]),
         fingerprint={
             "dev_size": dev_size,
-            "files": file_stats(files.values()),
+            "files": file_digests(files.values()),
         },
     )
 
@@ -70,6 +70,6 @@ def load_multidomain16(cfg, data_dir: str | None) -> list[Task]:
         raise DataError(
             f"multidomain16 has no Hugging Face hub copy: set data_dir=...; {HOW_TO_GET}"
         )
-    if not directory.is_dir():
+    if not is_dir(directory):
         raise DataError(f"no 16-domain sentiment data: {directory} does not exist; {HOW_TO_GET}")
     return [load_domain(directory, domain, cfg.dev_size) for domain in cfg.domains]

@@ -12,16 +12,17 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mtlrun.errors import DataError
+from mtlrun.tasks.text_files import expand_user
 
 _TRUE = ("1", "true", "yes", "on")
 
 
 def local_dir(data_dir: str | None, path: str) -> Path | None:
     """`data_dir/path` (an absolute `path` as it is), or None: no local data, use the hub."""
-    p = Path(path).expanduser()
+    p = expand_user(path)
     if p.is_absolute():
         return p
-    return None if data_dir is None else Path(data_dir).expanduser() / p
+    return None if data_dir is None else expand_user(data_dir) / p
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -19,11 +19,13 @@ Split by WSJ file number, so that the sentences of one file never cross splits (
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from pathlib import Path
 
 from mtlrun.errors import DataError
+from mtlrun.tasks.text_files import READ_ERRORS, check_text, is_file, read_raw, reading
 
 ZIP_NAME = "dependency_treebank.zip"
 MEMBER = re.compile(r"dependency_treebank/wsj_(\d{4})\.dp")
@@ -75,25 +77,31 @@ def read_ptb_files(directory: Path) -> dict[int, list[TaggedSentence]]:
     """WSJ file number -> (words, PTB tags) per sentence, from
     `directory/dependency_treebank.zip` (e.g. <nltk_data>/corpora), in file order."""
     path = Path(directory) / ZIP_NAME
-    if not path.is_file():
+    if not is_file(path):
         raise DataError(
             f"{ZIP_NAME} not found in {path.parent}: get it with `python -m nltk.downloader "
             f"dependency_treebank` (it lands in nltk_data/corpora/) or from the nltk_data "
             f"repository's packages/corpora/{ZIP_NAME}"
         )
     files: dict[int, list[TaggedSentence]] = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in sorted(archive.namelist()):
-                match = MEMBER.fullmatch(member)
-                if not match:
-                    continue
-                number = int(match.group(1))
-                if not 1 <= number <= 199:
-                    raise DataError(f"{path}: {member} is outside the NLTK sample (0001-0199)")
-                files[number] = read_dp(archive.read(member), f"{path}/{member}")
-    except (OSError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+    raw = read_raw(path)  # hashed as read: the fingerprint is of these bytes
+    with reading(path), zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        for member in sorted(archive.namelist()):
+            match = MEMBER.fullmatch(member)
+            if not match:
+                continue
+            number = int(match.group(1))
+            if not 1 <= number <= 199:
+                raise DataError(f"{path}: {member} is outside the NLTK sample (0001-0199)")
+            where = f"{path}/{member}"
+            try:
+                data = archive.read(member)
+            except (NotImplementedError, RuntimeError) as e:  # unknown compression, encrypted
+                raise DataError(f"{where}: cannot extract ({e})") from None
+            except READ_ERRORS as e:  # bad CRC, bad deflate data, cut short
+                raise DataError(f"{where}: corrupted zip member ({e})") from None
+            check_text(data, where)
+            files[number] = read_dp(data, where)
     if not files:
         raise DataError(f"{path}: no dependency_treebank/wsj_NNNN.dp members")
     return files

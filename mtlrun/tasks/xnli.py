@@ -25,7 +25,7 @@ from mtlrun.tasks import glue
 from mtlrun.tasks.glue import NLI_LABELS, fixed_split, hub_split, read_header_tsv
 from mtlrun.tasks.sources import local_dir
 from mtlrun.tasks.spec import Kind, Metric, Split, Task
-from mtlrun.tasks.text_files import file_stats, find_file, word_tokens
+from mtlrun.tasks.text_files import file_digests, find_file, is_dir, is_file, word_tokens
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +208,13 @@ def _splits(cfg: XnliTasksConfig, data_dir: str | None, language: str, train: bo
             parts.insert(0, _hub(language, "train", f"XNLI {language} translate-train"))
         splits = [s for s, _ in parts]
         return (splits[0] if train else None, *splits[-2:], [fp for _, fp in parts])
-    if not directory.is_dir():
+    if not is_dir(directory):
         raise DataError(f"no XNLI data: {directory} does not exist; set data_dir=... or null")
     # translate-train first: when it is missing, nothing else needs reading
     train_split, train_files = local_translate_train(directory, language) if train else (None, [])
     dev, dev_files = local_dev(directory, language)
     test, test_files = local_test(directory, language)
-    return train_split, dev, test, file_stats([*train_files, *dev_files, *test_files])
+    return train_split, dev, test, file_digests([*train_files, *dev_files, *test_files])
 
 
 def _english_train(cfg: XnliTasksConfig, data_dir: str | None):
@@ -222,13 +222,13 @@ def _english_train(cfg: XnliTasksConfig, data_dir: str | None):
     if directory is None:
         return glue.hub_mnli_train(local=cfg.mnli_path)
     path = glue.mnli_train_file(directory, cfg.mnli_train)
-    if not path.is_file():
+    if not is_file(path):
         raise DataError(
             f"XNLI en train (MNLI): {path} is missing; put it there, point tasks.mnli_path at "
             f"the MNLI folder, or set data_dir=null (needs internet: nyu-mll/glue mnli)"
         )
     glue.warn_if_sample(path)
-    return glue.read_mnli(path), file_stats([path])
+    return glue.read_mnli(path), file_digests([path])
 
 
 def _task(name: str, train: Split, dev: Split, test: Split, fingerprint, primary: bool) -> Task:

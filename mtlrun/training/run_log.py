@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mtlrun import strict_json
+
 
 class RunLog:
     def __init__(self, run_dir: Path, task_names: list[str]) -> None:
@@ -46,4 +48,4 @@ class RunLog:
 
     def metrics(self, records: list[dict[str, Any]]) -> None:
         with open(self.metrics_path, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+            f.writelines(strict_json.dumps(r) + "\n" for r in records)

@@ -16,6 +16,14 @@ least `schedule_stats.MIN_DECISIONS` decisions (steps // `scheduler.decision_int
 first time it does, one warning line is logged and the record {"task", "share", "threshold",
 "decisions", "uniform", "first_step"} is kept (and checkpointed) for results.json's "collapse"
 (null otherwise).
+
+Divergence guard: a non-finite training loss or gradient norm stops the run at once
+(`errors.Diverged`: step, task, which value) before the update is applied, so the last
+checkpoint is the last good state and no results are written; with `trainer.nonfinite=skip` the
+step's update is dropped instead and counted (results.json `"skipped_steps"`). A non-finite dev
+loss always stops the run. A finite dev loss above BLOWUP times the chance loss ln(C) is
+reported once as a warning and in results.json `"blown_up"`: the model diverged without
+overflowing (e.g. a huge learning rate).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtlrun.errors import Diverged
 from mtlrun.models import MultiTaskModel
 from mtlrun.report.progress import ProgressDisplay
 from mtlrun.schedulers import Scheduler, StepMode
@@ -43,6 +52,8 @@ from mtlrun.training.run_log import RunLog
 from mtlrun.training.signals import SignalMeter
 
 log = logging.getLogger(__name__)
+
+BLOWUP = 100  # a dev loss this many times the chance loss ln(C) means a diverged model
 
 
 @dataclass
@@ -59,6 +70,8 @@ class Progress:
     policy_seconds: float = 0.0
     train_seconds: float = 0.0  # wall time of the training loop (evaluations included)
     collapse: dict[str, Any] | None = None  # the collapse guard's record, once it tripped
+    skipped_steps: list[int] = field(default_factory=list)  # non-finite updates dropped (skip)
+    blown_up: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> step, loss
 
 
 class Trainer:
@@ -196,19 +209,81 @@ class Trainer:
             scaled = {
                 k: v if lr_scales[k] == 1 else v * float(lr_scales[k]) for k, v in scaled.items()
             }
-        self.optimizers.zero_grad()
-        if not self.scheduler.custom_backward(t, scaled, self.shared_top):
-            self.scheduler.combine(t, scaled).backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.optimizers.parameters, self.grad_clip)
-        self.optimizers.step(t, list(losses), lr_scales)
-        if self.scheduler.observes_train_loss:  # .item() syncs the device: only when asked
-            self.scheduler.observe_train(t, {k: v.item() for k, v in losses.items()})
-        if kpis:
-            self.scheduler.observe_train_kpis(t, {k: v.item() for k, v in kpis.items()})
+        if self._update(t, plan, losses, scaled, lr_scales):
+            if self.scheduler.observes_train_loss:  # .item() syncs the device: only when asked
+                self.scheduler.observe_train(t, {k: v.item() for k, v in losses.items()})
+            if kpis:
+                self.scheduler.observe_train_kpis(t, {k: v.item() for k, v in kpis.items()})
         if self.log is not None:
             self.log.step(t, [(self.names[k], len(i)) for k, i in plan], self.step_mode)
         self.display.advance(self.names[plan[0][0]] if len(plan) == 1 else self.step_mode.value)
+
+    def _update(self, t: int, plan: list, losses: dict, scaled: dict, lr_scales) -> bool:
+        """Backward pass and optimizer step, unless the divergence guard drops them."""
+        self.optimizers.zero_grad()
+        if not self._finite(t, plan, torch.stack(list(losses.values())), "loss"):
+            return False
+        if not self.scheduler.custom_backward(t, scaled, self.shared_top):
+            self.scheduler.combine(t, scaled).backward()
+        if not self._finite(t, plan, self._grad_norm(), "gradient norm"):
+            self.optimizers.zero_grad()
+            return False
+        self.optimizers.step(t, list(losses), lr_scales)
+        return True
+
+    def _grad_norm(self) -> torch.Tensor:
+        """The global gradient norm, clipped to optimizer.grad_clip when that is set."""
+        params = self.optimizers.parameters
+        if self.grad_clip is not None:
+            return torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return torch.zeros(())
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+    def _finite(self, t: int, plan: list, values: torch.Tensor, what: str) -> bool:
+        """The divergence guard: True when `values` are finite; else stop the run (Diverged)
+        or, with trainer.nonfinite=skip (and in learning episodes), drop this step's update."""
+        if bool(torch.isfinite(values).all()):  # one device sync per check
+            return True
+        tasks = ", ".join(self.names[k] for k, _ in plan)
+        bad = values.detach().flatten()
+        value = next(float(v) for v in bad if not torch.isfinite(v))
+        if self.episode or self.cfg.nonfinite == "skip":
+            self.state.skipped_steps.append(t)
+            if len(self.state.skipped_steps) == 1 and not self.episode:
+                log.warning("step %d (task %s): the %s is %s; skipping the update "
+                            "(trainer.nonfinite=skip; every skip is counted in results.json)",
+                            t, tasks, what, value)  # fmt: skip
+            return False
+        kept = (
+            f"the last good checkpoint (step {self.state.step}) is kept in {self.ckpt_dir}"
+            if self.cfg.checkpoints and self.state.step
+            else "no checkpoint was written yet"
+        )
+        raise Diverged(
+            f"training diverged at step {t} (task {tasks}): the {what} is {value}; {kept}; "
+            "lower optimizer.lr, set optimizer.grad_clip, or skip such updates with "
+            "trainer.nonfinite=skip"
+        )
+
+    def _check_dev_losses(self, step: int, evals: list[Evaluation]) -> None:
+        """A non-finite dev loss stops the run; a blown-up one is reported once per task."""
+        for k, e in enumerate(evals):
+            if self.tasks[k].task.missing_dev:
+                continue
+            if not math.isfinite(e.loss):
+                raise Diverged(
+                    f"training diverged by step {step}: the dev loss of task {self.names[k]} is "
+                    f"{e.loss}; the last good checkpoint (step {self.state.step}) is kept in "
+                    f"{self.ckpt_dir}; lower optimizer.lr or set optimizer.grad_clip"
+                )
+            chance = math.log(max(2, self.tasks[k].task.num_labels))
+            if e.loss > BLOWUP * chance and self.names[k] not in self.state.blown_up:
+                self.state.blown_up[self.names[k]] = {"step": step, "loss": e.loss}
+                log.warning("task %s: dev loss %.3g at step %d is over %d times the chance loss "
+                            "%.3g: the model has diverged (lower optimizer.lr?)",
+                            self.names[k], e.loss, step, BLOWUP, chance)  # fmt: skip
 
     @torch.no_grad()
     def _probe_losses(self) -> dict[int, float]:
@@ -256,12 +331,13 @@ class Trainer:
                 for p in schedule_stats.shares(counts)]  # fmt: skip
 
     def _evaluate(self, step: int) -> None:
+        now = time.perf_counter()
+        evals = self._dev_evals()
+        self._check_dev_losses(step, evals)  # before the step counts as good
         self.state.step = step
         self._guard_collapse(step)
-        now = time.perf_counter()
         self.state.train_seconds += now - self._clock
         self._clock = now
-        evals = self._dev_evals()
         scores = {k: e.score for k, e in enumerate(evals)}
         self.scheduler.observe_eval(step, scores, {k: e.loss for k, e in enumerate(evals)})
         probs = self.scheduler.task_distribution(step)
@@ -346,6 +422,8 @@ class Trainer:
                 self.names, self._schedule_counts(), self._schedule_unit()
             ),
             "collapse": self.state.collapse,
+            "skipped_steps": len(self.state.skipped_steps),
+            "blown_up": self.state.blown_up or None,
         }
 
     def _timing(self) -> dict[str, float]:
