@@ -148,8 +148,40 @@ def test_temp_files_of_an_interrupted_write_are_removed(tmp_path, cache_dir):
     kill_when(args, tmp_path, run, run / "checkpoints" / "last.pt")
     stale = run / "checkpoints" / ".last.pt.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")
+    last = run / "checkpoints" / "last.pt"
+    whole = last.read_bytes()
+    last.write_bytes(whole[: len(whole) // 2])  # as a disk full during a copy would leave it
+    proc = mtlrun([f"trainer.resume={run}"], cwd=tmp_path, check=False)
+    assert f"{last}: not an mtlrun checkpoint (truncated" in one_line_error(proc)
+    last.write_bytes(whole)
     mtlrun([f"trainer.resume={run}"], cwd=tmp_path)
     assert not stale.exists() and (run / "results.json").is_file()
+
+
+def test_a_damaged_or_foreign_policy_file_is_one_line(tmp_path, cache_dir):
+    """scheduler.policy names a file someone shared: it is never unpickled, and a file that is
+    not a QLS policy is refused in one line."""
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": "mtlrun.qls_policy/1", "q": Payload()}, crafted)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(os.urandom(4096))
+    for policy, reason in ((crafted, "never loaded for safety"), (damaged, "not a torch file")):
+        run = tmp_path / policy.stem
+        args = [*TINY, cache_dir, "scheduler=qls", f"scheduler.policy={policy}"]
+        proc = mtlrun([*args, f"hydra.run.dir={run}"], cwd=tmp_path, check=False)
+        err = one_line_error(proc)
+        assert err.startswith(f"mtlrun: error: scheduler.policy: {policy}: not a QLS policy") and (
+            reason in err
+        )
+    assert not marker.exists()
 
 
 # --- 2. divergence -------------------------------------------------------------------------
@@ -169,8 +201,10 @@ def test_skipping_non_finite_updates_is_counted(tmp_path, cache_dir):
     stop = tmp_path / "stop"
     args = [*TINY, cache_dir, "scheduler=loss_exponentiation", "scheduler.q=100"]
     proc = mtlrun([*args, f"hydra.run.dir={stop}"], cwd=tmp_path, check=False)
-    assert "training diverged at step 0 (task sent0, sent1, entities): the gradient norm is " \
+    assert (
+        "training diverged at step 0 (task sent0, sent1, entities): the gradient norm is "
         "inf" in one_line_error(proc)
+    )
     skip = tmp_path / "skip"
     proc = mtlrun([*args, "trainer.nonfinite=skip", f"hydra.run.dir={skip}"], cwd=tmp_path)
     results = json.loads((skip / "results.json").read_text())
@@ -232,8 +266,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path, cache_dir):
 
     exe = Path(sys.executable).with_name("mtlrun")
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run([str(exe), *TINY, cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, preexec_fn=small_files)  # fmt: skip
+    args = [str(exe), *TINY, cache_dir, f"hydra.run.dir={run}"]
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          preexec_fn=small_files)  # fmt: skip
     err = one_line_error(proc)
     assert "cannot write" in err and "File too large" in err and ".pt" in err
     assert not list(run.rglob("*.tmp"))
