@@ -42,9 +42,11 @@ RUN_FILES = (MANIFEST, CONFIG, "results.json", "results.csv", "results.md", "met
 
 def holds_run(directory: Path) -> bool:
     """Whether `directory` holds (the start of) an mtlrun run."""
-    return (directory / MANIFEST).exists() or (directory / "results.json").exists() or (
-        directory / "checkpoints" / "last.pt"
-    ).exists()
+    return (
+        (directory / MANIFEST).exists()
+        or (directory / "results.json").exists()
+        or (directory / "checkpoints" / "last.pt").exists()
+    )
 
 
 def hydra_subdir(resume: str | None, overwrite: bool, output_dir: str) -> str | None:

@@ -11,11 +11,70 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-# A tiny synthetic experiment: a few seconds per run on 2 CPU cores.
+# --- slow tests are opt-in locally; CI (.ci/run) runs them with --slow ---------------------------
+SLOW_REASON = "slow: run with --slow (CI does)"
+_RAN = pytest.StashKey[int]()
+_SLOW_SKIPPED = pytest.StashKey[int]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the tests marked slow (end-to-end runs of the mtlrun "
+                          "command); the same as MTLRUN_SLOW=1. CI runs them.")  # fmt: skip
+
+
+def run_slow(config: pytest.Config) -> bool:
+    return config.getoption("--slow") or os.environ.get("MTLRUN_SLOW", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[_RAN], config.stash[_SLOW_SKIPPED] = 0, 0
+    if run_slow(config):
+        return
+    skip = pytest.mark.skip(reason=SLOW_REASON)
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+            config.stash[_SLOW_SKIPPED] += 1
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Count the tests whose body runs (a skipped test never gets here)."""
+    item.config.stash[_RAN] = item.config.stash.get(_RAN, 0) + 1
+    return (yield)
+
+
+def _nothing_ran_but_slow_skips(config: pytest.Config) -> bool:
+    if config.option.collectonly:
+        return False
+    return bool(config.stash.get(_SLOW_SKIPPED, 0)) and not config.stash.get(_RAN, 0)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Skipping every selected test because it is slow is not a pass: exit 5, as pytest does
+    when it collects nothing."""
+    if exitstatus == pytest.ExitCode.OK and _nothing_ran_but_slow_skips(session.config):
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _nothing_ran_but_slow_skips(config):
+        terminalreporter.write_line(
+            "no test ran: every selected test is slow and was skipped (exit status 5); "
+            "run them with --slow or MTLRUN_SLOW=1",
+            red=True,
+        )
+
+
+# A tiny synthetic experiment: a few seconds per run on 2 CPU cores. One torch thread: a model
+# this small gains nothing from two, which cost 10-40 % more CPU time (the more, the busier the
+# machine).
 TINY = [
     "tasks.train_sizes=[300,60]", "tasks.label_noise=[0.0,0.1]", "tasks.tagging_train_size=60",
     "tasks.dev_size=40", "tasks.test_size=40", "model.hidden_size=16", "model.embeddings.dim=16",
     "trainer.max_steps=60", "trainer.eval_every=20", "trainer.progress=false",
+    "hardware.num_threads=1",
 ]  # fmt: skip
 
 
@@ -44,6 +103,17 @@ def kill_when(args: list[str], cwd: Path, run_dir: Path, marker: Path) -> None:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> str:
     return f"cache_dir={tmp_path / 'cache'}"
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """`mtlrun -m scheduler=uniform,proportional seed=1,2` on TINY (jobs 0-3, uniform first),
+    run once for the tests that only read it (test_cli, test_report)."""
+    tmp = tmp_path_factory.mktemp("tiny_sweep")
+    sweep = tmp / "sweep"
+    mtlrun(["-m", "scheduler=uniform,proportional", "seed=1,2", *TINY,
+            f"cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={sweep}"], cwd=tmp)  # fmt: skip
+    return sweep
 
 
 def save_tiny_bert(directory: Path, texts: list[str]) -> Path:

@@ -3,12 +3,14 @@ files in ../shared/data (skipped when absent)."""
 
 import gzip
 
+import numpy as np
 import pytest
 from conftest import SHARED_DATA
-from seqeval.metrics import f1_score
 
 from mtlrun.errors import DataError
 from mtlrun.tasks.conll import iob1_to_iob2, read_columns, read_conllu
+from mtlrun.tasks.spec import Metric
+from mtlrun.training.metrics import compute_metric
 
 CONLL2003 = """-DOCSTART- -X- O O
 
@@ -52,12 +54,17 @@ def test_iob1_to_iob2(iob1, iob2):
     assert iob1_to_iob2(iob1) == iob2
 
 
-def test_iob1_scored_raw_by_seqeval_would_differ():
-    """Why the conversion matters: seqeval reads a leading I- as a chunk start anyway, but
-    `B-X I-X` in IOB1 means two chunks where IOB2 reads one."""
+def test_iob1_scored_raw_would_differ():
+    """Why the conversion matters: `I-LOC B-LOC` in IOB1 is two chunks; mtlrun's span F1
+    (seqeval, IOB2) reads the converted tags as two chunks, and the one-chunk reading
+    `B-LOC I-LOC` as a different answer."""
+    names = ["O", "B-LOC", "I-LOC"]
     gold = iob1_to_iob2(["I-LOC", "B-LOC"])
     assert gold == ["B-LOC", "B-LOC"]
-    assert f1_score([gold], [["B-LOC", "I-LOC"]]) == 0
+    gold_ids = [np.array([names.index(t) for t in gold])]
+    one_chunk = [np.array([1, 2])]  # B-LOC I-LOC
+    assert compute_metric(Metric.SPAN_F1, gold_ids, gold_ids, names) == 1.0
+    assert compute_metric(Metric.SPAN_F1, gold_ids, one_chunk, names) == 0.0
 
 
 CONLLU = """# sent_id = 1

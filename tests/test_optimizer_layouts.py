@@ -12,11 +12,12 @@ from mtlrun.training.optimizers import TaskOptimizers, base_lr, resolve_layout
 ADAM = OptimizerConfig(name="adam", lr=1e-3, grad_clip=None)
 
 
-def updates(grads, layout="shared", scale_mode="grad", scales=(1.0, 1.0), tasks=None):
-    """Apply the gradient sequence to one scalar parameter; return each step's update."""
+def updates(grads, layout="shared", scale_mode="grad", scales=(1.0, 1.0), tasks=None, cfg=ADAM):
+    """Apply the gradient sequence to one scalar parameter; return each step's update. With
+    scale_mode=grad the gradient is scaled first, as the trainer scales the task's loss."""
     x = torch.nn.Parameter(torch.zeros(()))
     heads = [[], []]
-    opt = TaskOptimizers(ADAM, [x], heads, [], layout, scale_mode)
+    opt = TaskOptimizers(cfg, [x], heads, [], layout, scale_mode)
     tasks = tasks or [0] * len(grads)
     out = []
     for t, (g, k) in enumerate(zip(grads, tasks, strict=True)):
@@ -28,17 +29,24 @@ def updates(grads, layout="shared", scale_mode="grad", scales=(1.0, 1.0), tasks=
     return out
 
 
-@pytest.mark.parametrize(
-    "c, expected",
-    [
-        (1, [-0.0010000000, -0.0009881258, -0.0009941400]),
-        (0.1, [-0.0009999998, -0.0009881256, -0.0009941399]),
-        (10, [-0.0010000000, -0.0009881258, -0.0009941401]),
-    ],
-)
-def test_adam_ignores_a_constant_gradient_scale(c, expected):
-    got = updates([0.5 * c, 0.4 * c, 0.6 * c], layout="per_task", scales=(1.0, 1.0))
-    np.testing.assert_allclose(got, expected, atol=2e-9)
+@pytest.mark.parametrize("c", [0.1, 10.0])
+def test_per_task_adam_divides_out_a_gradient_scale(c):
+    """layout=per_task, scale_mode=grad (optimizer.force=true): Adam's m̂/√v̂ cancels a constant
+    gradient scale, so task 0's updates are those of scale 1 (why resolve_layout asks for
+    force)."""
+    plain = updates([0.5, 0.4, 0.6], layout="per_task", scales=(1.0, 1.0))
+    np.testing.assert_allclose(plain, [-0.0010000000, -0.0009881258, -0.0009941400], atol=2e-9)
+    scaled = updates([0.5, 0.4, 0.6], layout="per_task", scales=(c, 1.0))
+    np.testing.assert_allclose(scaled, plain, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["shared", "per_task"])
+def test_a_gradient_scale_reaches_sgd_once(layout):
+    """scale_mode=grad with plain SGD: a task scale of 0.5 halves that task's update, not
+    quarters it, and leaves the other task's alone."""
+    sgd = OptimizerConfig(name="sgd", lr=0.1, grad_clip=None)
+    got = updates([1.0, 1.0], layout, "grad", scales=(0.5, 1.0), tasks=[0, 1], cfg=sgd)
+    np.testing.assert_allclose(got, [-0.05, -0.1], atol=1e-7)
 
 
 def test_learning_rate_scale_halves_the_updates():

@@ -10,7 +10,7 @@ import torch
 
 from mtlrun.errors import ConfigError
 from mtlrun.schedulers import SCHEDULERS, Signals, TaskInfo, TaskOutputs
-from mtlrun.schedulers.base import scheduler_rng
+from mtlrun.schedulers.base import scheduler_rng, softmax
 from mtlrun.schedulers.dqn import DQN, bge_index, td_target, temperature, zscore
 from mtlrun.schedulers.qls import qls_reward
 
@@ -67,12 +67,22 @@ def test_bge_oracle_raw_and_zscored():
     assert np.argmax(idx) == 0
 
 
-def test_gumbel_max_matches_softmax():
-    rng = np.random.default_rng(0)
-    Q = np.array([1.0, 0.5, 0.2])
-    z = rng.gumbel(size=(200_000, 3))
-    freq = np.bincount(np.argmax(Q + 0.5 * z, axis=1), minlength=3) / 200_000
-    np.testing.assert_allclose(freq, [0.637034, 0.234352, 0.128615], atol=0.005)
+def test_exploration_is_a_draw_from_the_boltzmann_distribution_of_q():
+    """explore() is Gumbel-max: with equal visit counts and a fixed τ, its action is a draw from
+    softmax(Q / (τ·c)); Q = [1, 0.5, 0.2], τ = 0.5: [0.637034, 0.234352, 0.128615]."""
+    qls = make(K=3, q_normalization="none", tau0=0.5, tau_min=0.5, bge_c=1.0)
+    q = np.array([1.0, 0.5, 0.2])
+    qls.dqn.values = lambda state: q  # a fixed Q-function: only the exploration is under test
+    state = np.zeros(1, np.float32)  # any state: the Q-function above ignores it
+    n = 20_000
+    actions = []
+    for _ in range(n):
+        qls.action_counts[:] = 1  # equal counts: one common noise scale for every action
+        actions.append(qls.explore(state))
+    assert qls.decisions == n
+    boltzmann = softmax(q / 0.5)
+    np.testing.assert_allclose(boltzmann, [0.637034, 0.234352, 0.128615], atol=1e-6)
+    np.testing.assert_allclose(np.bincount(actions, minlength=3) / n, boltzmann, atol=0.01)
 
 
 def test_temperature_oracle():

@@ -8,6 +8,8 @@ import torch
 from conftest import TINY, kill_when, mtlrun
 from test_cli import scores_of
 
+pytestmark = pytest.mark.slow  # every test here runs the mtlrun command end to end
+
 QLS_TINY = ["scheduler=qls", "scheduler.episodes=2", "scheduler.decision_every=10",
             "scheduler.hard_after_steps=20", "scheduler.learning_starts=4",
             "scheduler.replay_batch=4", "scheduler.target_sync=5"]  # fmt: skip
@@ -51,21 +53,19 @@ def test_policy_from_other_tasks_is_refused(learned, tmp_path, cache_dir):
     assert "was learned for tasks" in proc.stderr
 
 
-def test_resume_a_killed_learning_phase(tmp_path, cache_dir):
-    args = [*TINY, *QLS_TINY, cache_dir, "scheduler.episodes=3", "trainer.max_steps=100",
-            "trainer.eval_every=50"]  # fmt: skip
-    full = tmp_path / "full"
-    mtlrun([*args, f"hydra.run.dir={full}"], cwd=tmp_path)
-
+def test_resume_a_killed_learning_phase(learned, tmp_path):
+    """Killed after the first of the two learning episodes, resumed: the same policy, schedule
+    and scores as the uninterrupted run of the same config (`learned`)."""
+    args = [*TINY, *QLS_TINY, f"cache_dir={learned.parent / 'cache'}"]
     killed = tmp_path / "killed"
     learn = killed / "checkpoints" / "learn.pt"
     kill_when(args, tmp_path, killed, learn)
     assert learn.exists() and not (killed / "policy.pt").exists(), "not killed while learning"
+    assert torch.load(learn, weights_only=False)["episode"] == 1  # one episode left to learn
 
-    mtlrun([f"trainer.resume={killed}", cache_dir, f"hydra.run.dir={tmp_path / 'log'}"],
-           cwd=tmp_path)  # fmt: skip
-    assert scores_of(killed)["tasks"] == scores_of(full)["tasks"]
-    assert (killed / "schedule.csv").read_text() == (full / "schedule.csv").read_text()
+    mtlrun([f"trainer.resume={killed}", f"hydra.run.dir={tmp_path / 'log'}"], cwd=tmp_path)
+    assert scores_of(killed)["tasks"] == scores_of(learned)["tasks"]
+    assert (killed / "schedule.csv").read_text() == (learned / "schedule.csv").read_text()
     a = torch.load(killed / "policy.pt", weights_only=False)["q"]
-    b = torch.load(full / "policy.pt", weights_only=False)["q"]
-    assert all(torch.equal(a[n], b[n]) for n in a)
+    b = torch.load(learned / "policy.pt", weights_only=False)["q"]
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)

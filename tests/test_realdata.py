@@ -30,11 +30,12 @@ def test_sixteen_domains_have_the_papers_splits():
     assert any("\x85" in w or "é" in w for s in mr.train.tokens for w in s)  # Latin-1 survived
 
 
+@pytest.mark.slow
 def test_short_run_on_two_real_domains(tmp_path, cache_dir):
     run = tmp_path / "run"
     mtlrun(["tasks=multidomain16", "tasks.domains=[books,MR]", f"data_dir={SHARED_DATA}",
             "model.hidden_size=16", "model.embeddings.dim=16", "model.max_length=60",
             "trainer.max_steps=40", "trainer.eval_every=20", "trainer.progress=false",
-            cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
+            "hardware.num_threads=1", cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     assert set(results["tasks"]) == {"books", "MR"}

@@ -117,7 +117,7 @@ def test_a_new_run_never_overwrites_another_silently(finished, tmp_path, cache_d
 
 def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, cache_dir):
     run = tmp_path / "run"
-    args = [*TINY, cache_dir, "trainer.max_steps=2000", "trainer.eval_every=50",
+    args = [*TINY, cache_dir, "trainer.max_steps=100000", "trainer.eval_every=50",
             f"hydra.run.dir={run}"]  # fmt: skip
     exe = Path(sys.executable).with_name("mtlrun")
     first = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, mtlrun
 
 from mtlrun.report.cli import main
 from mtlrun.report.sweep import build_table, collect_runs
@@ -174,11 +173,8 @@ def test_baselines_refuse_multitask_runs(sweep: Path, tmp_path: Path, capsys):
 
 
 @pytest.mark.slow
-def test_real_sweep_end_to_end(tmp_path: Path, cache_dir: str):
-    sweep = tmp_path / "sweep"
-    tiny = [o for o in TINY if not o.startswith("trainer.max_steps=")] + ["trainer.max_steps=40"]
-    mtlrun(["-m", "scheduler=uniform,proportional", "seed=1,2", *tiny, cache_dir,
-            f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
+def test_real_sweep_end_to_end(tmp_path: Path, tiny_sweep: Path):
+    sweep = tiny_sweep  # mtlrun -m scheduler=uniform,proportional seed=1,2 (conftest)
     exe = Path(sys.executable).with_name("mtlrun-report")
     proc = subprocess.run([str(exe), str(sweep), "--out", str(tmp_path / "rep")],
                           capture_output=True, text=True)  # fmt: skip

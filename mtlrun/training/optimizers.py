@@ -98,7 +98,9 @@ class TaskOptimizers:
         lr = base_lr(self.cfg, t)
         if self.layout == "per_task":
             (k,) = tasks
-            optimizer, scale = self.optimizers[k], lr_scales[k]
+            # scale_mode=grad: the trainer already scaled this task's loss; never twice
+            optimizer = self.optimizers[k]
+            scale = lr_scales[k] if self.scale_mode == "lr" else 1.0
         else:  # one shared step: a per-task lr scale only makes sense for a single task
             optimizer = self.optimizers[0]
             scale = lr_scales[tasks[0]] if self.scale_mode == "lr" and len(tasks) == 1 else 1.0
