@@ -192,17 +192,6 @@ def learn(c: Any, p: Prepared, run_dir: Path, resume: bool) -> dict[str, float]:
     return timing
 
 
-def check_writable(directory: Path) -> None:
-    """Fail before training, not at the first checkpoint, when `directory` cannot be written."""
-    probe = directory / ".write-probe.tmp"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise MtlrunError(f"{directory}: not writable ({e.strerror})") from None
-
-
 def check_resumable(c: Any, run_dir: Path) -> None:
     """A resume continues from last.pt; say so when there is nothing to continue."""
     if (run_dir / "results.json").is_file():
@@ -234,7 +223,7 @@ def run_experiment(
         for directory in (run_dir, run_dir / "checkpoints"):
             atomic.remove_stale_temps(directory)  # left by a kill during a write
         if c.trainer.checkpoints:
-            check_writable(run_dir / "checkpoints")
+            rundir.check_writable(run_dir / "checkpoints")
         return _run(c, run_dir, resume)
 
 

@@ -82,14 +82,22 @@ class CheckOutputDir(Callback):
         _exit_unless_writable(Path(config.hydra.sweep.dir))
 
 
-def _exit_unless_writable(directory: Path) -> None:
+def check_writable(directory: Path) -> None:
+    """Fail now, not at the first checkpoint, when `directory` cannot be created or written."""
     probe = directory / ".write-probe.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        _exit(f"{directory}: cannot write the run directory ({e.strerror})")
+        raise MtlrunError(f"{directory}: not writable ({e.strerror})") from None
+
+
+def _exit_unless_writable(directory: Path) -> None:
+    try:
+        check_writable(directory)
+    except MtlrunError as e:
+        _exit(str(e))
 
 
 def _exit(message: str) -> None:
