@@ -20,6 +20,7 @@ from mtlrun.atomic import write_text_atomic
 from mtlrun.training.schedule_stats import collapse_message
 
 COLLAPSE_MARK = "†"
+DIVERGED_MARK = "‡"  # a task whose dev loss blew up (trainer's divergence guard: "blown_up")
 
 
 def collapse_note(results: dict[str, Any]) -> str | None:
@@ -30,18 +31,35 @@ def collapse_note(results: dict[str, Any]) -> str | None:
     return f"{COLLAPSE_MARK} {collapse_message(results.get('scheduler', 'the scheduler'), record)}"
 
 
+def notes(results: dict[str, Any]) -> list[str]:
+    """Footnotes: a collapsed schedule, blown-up dev losses, skipped non-finite updates."""
+    out = [n for n in [collapse_note(results)] if n]
+    for task, r in (results.get("blown_up") or {}).items():
+        out.append(f"{DIVERGED_MARK} {task}: dev loss {r['loss']:.3g} at step {r['step']}, over "
+                   "100 times the chance loss: the model diverged; these scores are not a "
+                   "result")  # fmt: skip
+    if results.get("skipped_steps"):
+        out.append(f"{results['skipped_steps']} of {results['steps']} updates were skipped for "
+                   "a non-finite loss or gradient (trainer.nonfinite=skip)")  # fmt: skip
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
-    """Task rows then the average; the collapsed-onto task and the average marked."""
+    """Task rows then the average; the collapsed-onto task, blown-up tasks and the average
+    marked."""
     collapsed = (results.get("collapse") or {}).get("task")
+    blown_up = set(results.get("blown_up") or ())
 
-    def name(n: str, marked: bool) -> str:
-        return f"{n} {COLLAPSE_MARK}" if marked else n
+    def name(n: str) -> str:
+        marks = (COLLAPSE_MARK if n == collapsed else "") + (DIVERGED_MARK if n in blown_up else "")
+        return f"{n} {marks}" if marks else n
 
-    out = [[name(n, n == collapsed), r["metric"], f"{100 * r['dev']:.2f}",
-            f"{100 * r['test']:.2f}"] for n, r in results["tasks"].items()]  # fmt: skip
+    out = [[name(n), r["metric"], f"{100 * r['dev']:.2f}", f"{100 * r['test']:.2f}"]
+           for n, r in results["tasks"].items()]  # fmt: skip
     agg = results["aggregate"]
-    out.append([name("average", collapsed is not None), "", f"{100 * agg['dev']:.2f}",
-                f"{100 * agg['test']:.2f}"])  # fmt: skip
+    average = "average" + (" " if collapsed or blown_up else "")
+    average += (COLLAPSE_MARK if collapsed else "") + (DIVERGED_MARK if blown_up else "")
+    out.append([average, "", f"{100 * agg['dev']:.2f}", f"{100 * agg['test']:.2f}"])
     return out
 
 
@@ -59,9 +77,8 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     write_text_atomic(run_dir / "results.csv", buf.getvalue())
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
-    note = collapse_note(results)
-    if note:
-        lines += ["", note]
+    if notes(results):
+        lines += ["", *notes(results)]
     title = f"# Results (best dev checkpoint: step {results['best_step']} of {results['steps']})"
     write_text_atomic(run_dir / "results.md", title + "\n\n" + "\n".join(lines) + "\n")
 
@@ -76,7 +93,6 @@ def print_results(results: dict[str, Any], run_dir: Path) -> None:
     table.add_row(*body[-1], style="bold", end_section=False)
     console = Console()
     console.print(table)
-    note = collapse_note(results)
-    if note:
+    for note in notes(results):
         console.print(note, style="bold yellow", markup=False, highlight=False)
     console.print(f"results in {run_dir}")
