@@ -50,9 +50,9 @@ class LSTMConfig:
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.1
-    pooling: str = "last"  # last (the final hidden state, SEED-000 §3), max or mean
+    pooling: str = "last"  # last (the final hidden state, the QLS paper §3), max or mean
     max_length: int = 200  # tokens kept per example (per text of a pair)
-    crf: bool = False  # CRF output layer for tagging tasks (Viterbi decoding; SEED-000 §5.2)
+    crf: bool = False  # CRF output layer for tagging tasks (Viterbi decoding; the QLS paper §5.2)
 
     def __post_init__(self) -> None:
         _positive("model.hidden_size", self.hidden_size)
@@ -124,7 +124,7 @@ MULTIDOMAIN16 = [
     "sports_outdoors",
     "imdb",
     "MR",
-]  # fmt: skip  (SEED-000 Table 2 order)
+]  # fmt: skip  (the QLS paper Table 2 order)
 
 
 @dataclass
@@ -148,7 +148,7 @@ MISSING_METRIC_POLICIES = ("holdout", "neutral", "zero")
 
 @dataclass
 class ConllTasksConfig:
-    """POS tagging, chunking and NER together (SEED-000 §5.2, Table 5)."""
+    """POS tagging, chunking and NER together (the QLS paper §5.2, Table 5)."""
 
     name: str = "conll"
     tasks: list[str] = field(default_factory=lambda: ["pos", "chunking", "ner"])
@@ -159,7 +159,7 @@ class ConllTasksConfig:
     ptb_path: str = "nltk_data/corpora"
     chunking_path: str = "conll2000"
     ner_path: str = "conll2003"
-    # CoNLL-2000 has no dev split (SCHEDULERS.md §1.4 item 6): holdout carves a fixed
+    # CoNLL-2000 has no dev split (docs/schedulers.md §1.4 item 6): holdout carves a fixed
     # `holdout_fraction` of its train set (drawn with the run seed); neutral / zero score it
     missing_metric_policy: str = "holdout"
     holdout_fraction: float = 0.1
@@ -193,7 +193,7 @@ class OptimizerConfig:
     grad_clip: float | None = 5.0  # max global gradient norm; null = off
     schedule: str = "constant"  # or rsqrt: inverse square root after warmup_steps
     warmup_steps: int = 0
-    # lever 4 (SCHEDULERS.md §5.3); null = by scheduler category (LR scalers: per_task + lr)
+    # lever 4 (docs/schedulers.md §5.3); null = by scheduler category (LR scalers: per_task + lr)
     layout: str | None = None  # shared | per_task (one optimizer per task)
     scale_mode: str | None = None  # lr | grad: how per-task scales apply
     force: bool = False  # allow per_task + grad, which Adam makes a no-op
@@ -230,7 +230,7 @@ class HardwareConfig:
 class TrainerConfig:
     max_steps: int = 3000
     eval_every: int = 500
-    batch_size: int = 16  # SEED-000 §4.4: minibatches of 16 examples of one task
+    batch_size: int = 16  # the QLS paper §4.4: minibatches of 16 examples of one task
     eval_batch_size: int = 128
     bucket_batches: int = 50  # length bucketing: sort pools of this many batches by length
     resume: str | None = None  # a run directory to continue

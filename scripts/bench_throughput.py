@@ -7,7 +7,7 @@ everything it adds per step: the scheduler
 decision, batch assembly, loss weighting, logging and the progress display. Target: >= 0.95.
 
     python scripts/bench_throughput.py [--steps 100] [--rounds 12] [override ...]
-    python scripts/bench_throughput.py tasks=multidomain16 data_dir=../shared/data
+    python scripts/bench_throughput.py tasks=multidomain16 data_dir=/path/to/data
 """
 
 from __future__ import annotations

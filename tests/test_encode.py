@@ -1,8 +1,6 @@
 import hashlib
 import os
 import re
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -145,8 +143,15 @@ def test_stale_temp_entries_are_removed_and_live_ones_kept(tmp_path):
     encoded = tmp_path / "encoded"
     encoded.mkdir()
     host = encode._host()
-    dead = subprocess.Popen([sys.executable, "-c", ""])
-    dead.wait()  # its pid is free now
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)  # reaped: this pid belongs to no live process now
+
+    class dead:
+        pass
+
+    dead.pid = pid
     names = {
         "dead": f".tmp-{host}-{dead.pid}-abc123",
         "live": f".tmp-{host}-{os.getpid()}-def456",

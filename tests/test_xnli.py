@@ -137,7 +137,7 @@ def test_dev_split_trains_on_a_fixed_share_of_dev(data, caplog):
     assert len(th.train) == 3 and len(th.dev) == 3 and len(th.test) == 6
     # one premise's three hypotheses stay together, on one side
     assert {p[2] for p in th.train.tokens}.isdisjoint(p[2] for p in th.dev.tokens)
-    assert "not comparable with SEED-002" in caplog.text
+    assert "not comparable with Sundararaman et al." in caplog.text
     again = load_xnli(config(target_train="dev_split"), str(data))[1]
     assert again.train.pair == th.train.pair
     assert th.fingerprint["target_train"] == "dev_split"

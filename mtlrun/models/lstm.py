@@ -1,4 +1,4 @@
-"""The shared (bi)LSTM encoder of fully shared MTL (SEED-000 §3)."""
+"""The shared (bi)LSTM encoder of fully shared MTL (the QLS paper §3)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class LSTMEncoder(nn.Module):
         self.pooling = cfg.pooling
         self.output_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)
         self.pair_output_size = 4 * self.output_size
-        for name, p in self.lstm.named_parameters():  # Xavier initialisation (SEED-000 §4.4)
+        for name, p in self.lstm.named_parameters():  # Xavier initialisation (the QLS paper §4.4)
             if "weight" in name:
                 nn.init.xavier_uniform_(p)
             else:

@@ -1,7 +1,7 @@
 """Hard parameter sharing: one shared encoder, one head per task.
 
 Heads know nothing of schedulers. A tagging head is a linear layer, optionally followed by a
-CRF (SEED-000 §5.2); a pair head reads the encoder's pair vector."""
+CRF (the QLS paper §5.2); a pair head reads the encoder's pair vector."""
 
 from __future__ import annotations
 

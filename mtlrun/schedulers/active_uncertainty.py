@@ -1,11 +1,11 @@
-"""Uncertainty-based active task prioritisation (Fang & Alqatari, SEED-004), SCHEDULERS.md §7.
+"""Uncertainty-based active task prioritisation (Fang & Alqatari), docs/schedulers.md §7.
 
 Every f = 200 steps the trainer runs M = 8 MC-dropout passes over every task's dev set; each
 task's epistemic uncertainty u_k is smoothed into v_k, normalised into sampling probabilities
 p_k = v_k / Σ v, and the next f tasks are drawn from p in advance. Tasks the model is unsure
 about are trained more.
 
-u_k is, by default (`estimator=batchbald`), SEED-004's mutual information I(y_1:n; ω) between
+u_k is, by default (`estimator=batchbald`), Fang & Alqatari's mutual information I(y_1:n; ω) between
 the labels of greedily selected dev rows and the dropout mask (true BatchBALD), averaged over
 the dev minibatches as FANG-CODE does. FANG-CODE's own scores (`batchbald_ref`) keep the
 selected rows' conditional entropies, so near chance every task scores ≈ 3.1 whatever its
@@ -48,7 +48,7 @@ WARM_STARTS = ("uniform", "union")
 def smooth(previous: np.ndarray | None, estimate: np.ndarray, rho: float, form: str = "old"):
     """§7 EMA of the uncertainties. The first estimate is taken as is (v = u) [R]; afterwards
     `old` (code/text convention, §1.4.7 EMA_old): v = ρ·v_prev + (1 − ρ)·u, ρ weights the past;
-    `new` (SEED-004 eq. 1 as printed): v = ρ·u + (1 − ρ)·v_prev. They agree at ρ = 0.5."""
+    `new` (Fang & Alqatari eq. 1 as printed): v = ρ·u + (1 − ρ)·v_prev. They agree at ρ = 0.5."""
     u = np.asarray(estimate, dtype=np.float64)
     if previous is None:
         return u.copy()
@@ -77,7 +77,7 @@ def union_order(n_batches: list[int], n: int, rng: np.random.Generator) -> np.nd
 
 @register
 class ActiveUncertainty(Scheduler):
-    """§7 `active_uncertainty` (SEED-004 Algorithm 1): sample tasks in proportion to their
+    """§7 `active_uncertainty` (Fang & Alqatari Algorithm 1): sample tasks in proportion to their
     smoothed epistemic uncertainty on the dev sets.
 
         u_k ← 1, p ← uniform; tasks_next ← f draws from p                      (step 0)
@@ -124,9 +124,9 @@ class ActiveUncertainty(Scheduler):
         name: str = "active_uncertainty"
         every: int = 200  # [P] f: steps between estimates
         mc_samples: int = 8  # [P] M: MC-dropout passes
-        rho: float = 0.5  # [P] smoothing γ of SEED-004 (chosen from {0, .125, .25, .375, .5})
+        rho: float = 0.5  # [P] smoothing γ (Fang & Alqatari chose from {0, .125, .25, .375, .5})
         ema_form: str = "old"  # [R] old: ρ weights the past (code, text) | new: eq. 1 as printed
-        # [P] batchbald: u_k = I(y; ω) (SEED-004) | batchbald_ref [R] | bald_mean [D]
+        # [P] batchbald: u_k = I(y; ω) (Fang & Alqatari) | batchbald_ref [R] | bald_mean [D]
         # | batchbald_exact [D]
         estimator: str = "batchbald"
         mc_dropout: str = "all"  # [D] all: every dropout samples | heads [R]: only before heads

@@ -1,4 +1,4 @@
-"""AutoSeM (Guo, Pasunuru & Bansal 2019), SCHEDULERS.md §6.1.
+"""AutoSeM (Guo, Pasunuru & Bansal 2019), docs/schedulers.md §6.1.
 
 Stage 1 (`autosem`) estimates each auxiliary task's utility for the primary task with a
 non-stationary Beta–Bernoulli Thompson-sampling bandit. Stage 2 (`autosem_mixing`) trains the
@@ -28,7 +28,7 @@ def bandit_update(
 ) -> tuple[np.ndarray, np.ndarray]:
     """§6.1 stage 1 update: every arm decays toward the prior at rate γ,
     α_j ← (1−γ)·α_j + γ·α₀, β_j ← (1−γ)·β_j + γ·β₀; then the played arm counts the reward,
-    α_a += r, β_a += 1 − r. γ = 0 is the stationary update of SEED-003."""
+    α_a += r, β_a += 1 − r. γ = 0 is the stationary update of Zhou 2019."""
     alpha = (1 - decay) * np.asarray(alpha, np.float64) + decay * prior[0]
     beta = (1 - decay) * np.asarray(beta, np.float64) + decay * prior[1]
     alpha[arm] += reward

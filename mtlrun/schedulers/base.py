@@ -1,4 +1,4 @@
-"""The scheduler interface (SCHEDULERS.md §1.3) and the conventions every scheduler shares (§1.4).
+"""The scheduler interface (§1.3) and the conventions every scheduler shares (§1.4).
 
 A scheduler owns the four levers of multi-task training: which task trains next
 (`task_distribution` / `next_task`), how much each task's loss counts (`loss_weights`), how

@@ -1,4 +1,4 @@
-"""Dynamic Task Prioritization (SCHEDULERS.md §3.5, Guo et al. 2018)."""
+"""Dynamic Task Prioritization (docs/schedulers.md §3.5, Guo et al. 2018)."""
 
 from __future__ import annotations
 

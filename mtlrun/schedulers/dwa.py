@@ -1,4 +1,4 @@
-"""Dynamic Weight Average (SCHEDULERS.md §3.4), plus the epoch-window helper that `self_paced`
+"""Dynamic Weight Average (docs/schedulers.md §3.4), plus the epoch-window helper that `self_paced`
 shares: both methods act once per "epoch", and the trainer's notion of an epoch depends on the
 step mode, which a scheduler does not see directly."""
 
@@ -78,7 +78,7 @@ class DWA(Scheduler):
     observed step: max_k n_train_batches steps if it trained every task (ALL mode), Σ_k
     n_train_batches if it trained one (SINGLE mode); see `default_epoch_steps`.
 
-    `signal: val` [D] (SEED-001 §5) uses dev losses instead: each evaluation round plays the part
+    `signal: val` [D] (Jean et al. §5) uses dev losses instead: each evaluation round plays the part
     of an epoch, so after rounds τ−1 and τ the weights use r_k = V_k(τ) / V_k(τ−1) (ones until two
     rounds have been seen) and no training loss is read.
     """

@@ -1,4 +1,4 @@
-"""Fixed loss weightings (SCHEDULERS.md §2.7–2.9): QLS's "Uniform (baseline)", "Hand Crafted"
+"""Fixed loss weightings (docs/schedulers.md §2.7–2.9): QLS's "Uniform (baseline)", "Hand Crafted"
 and the Table 6 "prioritise easy / hard" schedules.
 
 Each fixes w once at construction and never looks at losses or scores. Their published
@@ -36,7 +36,7 @@ def task_list(tasks: list[TaskInfo]) -> str:
 
 @register
 class UniformWeights(Scheduler):
-    """§2.7 `uniform_weights` (QLS "Uniform (baseline)", SEED-000 §5.1 and eq. 3 with α_k = 1).
+    """§2.7 `uniform_weights` (QLS "Uniform (baseline)", the QLS paper §5.1 and eq. 3 with α_k = 1).
 
     w_k = 1 for every task; in ALL mode the step loss is Σ_k L_k. In SINGLE mode (the §2.7
     interpretation note) tasks come in round-robin order k_t = t mod K.
@@ -56,7 +56,7 @@ class UniformWeights(Scheduler):
 
 @register
 class HandCrafted(Scheduler):
-    """§2.8 `hand_crafted` (QLS "Hand Crafted", SEED-000 §5.1): a user-given fixed
+    """§2.8 `hand_crafted` (QLS "Hand Crafted", the QLS paper §5.1): a user-given fixed
     w ∈ R_{≥0}^K for the whole run; the step loss is Σ_k w_k·L_k.
 
     The paper found its weights by grid search and does not report them [U]; the grid search is
@@ -100,8 +100,8 @@ class HandCrafted(Scheduler):
 @dataclass
 class PrioritizeConfig(SchedulerConfig):
     name: str = "prioritize_hard"
-    w_target: float = 0.98  # [P] SEED-000 §5.3: weight of the easiest / hardest task
-    w_other: float = 0.01  # [P] SEED-000 §5.3: weight of every other task
+    w_target: float = 0.98  # [P] the QLS paper §5.3: weight of the easiest / hardest task
+    w_other: float = 0.01  # [P] the QLS paper §5.3: weight of every other task
     as_sampler: bool = False  # [D] §2.9(a): sample from the normalised weights instead
 
     def __post_init__(self) -> None:
@@ -115,7 +115,7 @@ class PrioritizeConfig(SchedulerConfig):
 
 
 class Prioritize(Scheduler):
-    """§2.9 (SEED-000 §5.3, Table 6): w_h = 0.98 for the target task h, w_k = 0.01 otherwise.
+    """§2.9 (the QLS paper §5.3, Table 6): w_h = 0.98 for the target task h, w_k = 0.01 otherwise.
 
     Weighter mode keeps w un-normalised, as the paper states (K = 2 sums to 0.99). With
     `as_sampler` the scheduler samples p = w / Σw and every loss weight is 1.

@@ -1,4 +1,4 @@
-"""GradNorm (Chen et al. 2018), SCHEDULERS.md §4.1: learned loss weights that balance the
+"""GradNorm (Chen et al. 2018), docs/schedulers.md §4.1: learned loss weights that balance the
 per-task gradient norms on the last shared layer W."""
 
 from __future__ import annotations

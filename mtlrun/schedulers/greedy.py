@@ -1,4 +1,4 @@
-"""Greedy loss sampler (SCHEDULERS.md §3.1, QLS "Greedy", SEED-000 §5.1).
+"""Greedy loss sampler (docs/schedulers.md §3.1, QLS "Greedy", the QLS paper §5.1).
 
 Losses on different scales (e.g. regression next to classification, or token-level tagging
 next to sentence classification) make the comparison meaningless: greedy then trains whichever

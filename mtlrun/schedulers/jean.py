@@ -1,4 +1,4 @@
-"""Jean, Firat & Johnson 2019 validation-based adaptive schedules (SCHEDULERS.md §5): an explicit
+"""Jean, Firat & Johnson 2019 validation-based adaptive schedules (§5): an explicit
 sampler (§5.1) and an implicit learning-rate scaler (§5.2), both driven by the latest dev score
 s_k of each task relative to a per-task baseline b_k."""
 
@@ -86,7 +86,7 @@ class _ValidationBased(Scheduler):
 
 @register
 class JeanExplicit(_ValidationBased):
-    """§5.1 explicit validation-based sampler (SEED-001 eq. 1; QLS "Adaptive").
+    """§5.1 explicit validation-based sampler (Jean et al. 2019 eq. 1; QLS "Adaptive").
 
     S_k = min(1, s_k/b_k), u_k = 1/(S_k^α + ε), p_k = u_k/Σ_j u_j: tasks furthest below their
     baseline are over-sampled; α sets how aggressively, ε flattens p and guards the division.
@@ -124,13 +124,13 @@ class JeanExplicit(_ValidationBased):
         return self._p.copy()
 
     def log_state(self) -> dict[str, Any]:
-        # SEED-001 App. C: p can oscillate if evaluation is too rare, so log it every time
+        # Jean et al. 2019 App. C: p can oscillate if evaluation is too rare, so log it every time
         return {"p": self._p.tolist(), "S": self._S.tolist()}
 
 
 @register
 class JeanImplicit(_ValidationBased):
-    """§5.2 implicit validation-based schedule (SEED-001 eq. 2): per-task learning-rate scales.
+    """§5.2 implicit validation-based schedule (Jean et al. eq. 2): per-task learning-rate scales.
 
     S_k = s_k/b_k (not capped), S̄ = mean_j S_j,
     w_k = 1 + sign(S̄ − S_k)·min(γ, (max_j S_j)^α·|S_k − S̄|^β), renormalised to sum K if K > 2.

@@ -1,4 +1,4 @@
-"""Kiperwasser & Ballesteros schedules (SCHEDULERS.md §2.10): `kb_constant`, `kb_exponential`,
+"""Kiperwasser & Ballesteros schedules (docs/schedulers.md §2.10): `kb_constant`, `kb_exponential`,
 `kb_sigmoid`, in LINGVO's generalised form [R, `lingvo/core/task_scheduler.py`].
 
 Each task k has an initial value p0_k and a final value p1_k; its unnormalised score at step t
@@ -6,7 +6,7 @@ is u_k(t), and p_k(t) = u_k(t) / Σ_j u_j(t). With the K&B settings (main task m
 sharing the rest equally) the main-task probability has a closed form, given per class.
 
 `mode="sampler"` (K&B's own use) samples tasks from p(t) and keeps every loss weight at 1.
-`mode="weight"` (QLS's "one-task schedulers", SEED-000 §5.3) trains with loss weight
+`mode="weight"` (QLS's "one-task schedulers", the QLS paper §5.3) trains with loss weight
 w_m(t) = p_m(t) on the main task and 1 on every auxiliary task [D]; tasks are then drawn
 uniformly in SINGLE mode, and ALL mode is the preferred setting.
 """

@@ -1,4 +1,4 @@
-"""Homoscedastic-uncertainty loss weighting (SCHEDULERS.md §3.6, Kendall, Gal & Cipolla 2018)."""
+"""Homoscedastic-uncertainty loss weighting (§3.6; Kendall, Gal & Cipolla 2018)."""
 
 from __future__ import annotations
 

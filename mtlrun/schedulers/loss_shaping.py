@@ -1,4 +1,4 @@
-"""Loss shaping (SCHEDULERS.md §3.2–3.3): QLS's "Loss Exponentiation" (a nonlinear transform of
+"""Loss shaping (docs/schedulers.md §3.2–3.3): QLS's "Loss Exponentiation" (a nonlinear transform of
 each task's minibatch loss) and "Focal Loss" (a per-example reweighting inside each task).
 """
 
@@ -22,7 +22,7 @@ POWER_FLOOR = 1e-12  # §3.2(d): keeps the power's gradient finite near L = 0
 
 @register
 class LossExponentiation(Scheduler):
-    """§3.2 `loss_exponentiation` (SEED-000 §5.1): total = Σ_k L_k^q with q = 1.15 [P], applied
+    """§3.2 `loss_exponentiation` (the QLS paper §5.1): total = Σ_k L_k^q with q = 1.15 [P], applied
     to each task's minibatch-mean loss L_k [D: after averaging].
 
     Its gradient Σ_k q·L_k^{q−1}·∇L_k amounts to the dynamic weights w_k = q·L_k^{q−1}, which
@@ -37,7 +37,7 @@ class LossExponentiation(Scheduler):
     @dataclass
     class Config(SchedulerConfig):
         name: str = "loss_exponentiation"
-        q: float = 1.15  # [P] SEED-000 §5.1, found by grid search
+        q: float = 1.15  # [P] the QLS paper §5.1, found by grid search
 
         def __post_init__(self) -> None:
             if not (math.isfinite(self.q) and self.q > 0):
@@ -72,7 +72,7 @@ class LossExponentiation(Scheduler):
 
 @register
 class FocalLoss(Scheduler):
-    """§3.3 `focal_loss` (SEED-000 §5.1; Lin et al. 2017): each example's (or token's) loss is
+    """§3.3 `focal_loss` (the QLS paper §5.1; Lin et al. 2017): each example's (or token's) loss is
 
         FL = α_t · (1 − p_t)^γ · CE,   CE = −log p_t,   p_t = exp(−CE),
 

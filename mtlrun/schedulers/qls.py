@@ -1,4 +1,4 @@
-"""`qls`: the Q-Learning Scheduler of SEED-000 (docs/learned_schedulers.md).
+"""`qls`: the Q-Learning Scheduler of the QLS paper (docs/learned_schedulers.md).
 
 A deep Q-network picks the task of the next D training steps from the state
 S = concat_k histogram(ζ(x) for x in H_k) — the model's per-task uncertainty (margin by

@@ -43,7 +43,7 @@ def resolve_step_mode(scheduler: Scheduler, requested: str | None) -> StepMode:
         allowed = " or ".join(m.value for m in scheduler.step_modes)
         raise ConfigError(
             f"scheduler {scheduler.name!r} cannot run with trainer.step_mode={mode.value}: "
-            f"it needs {allowed} (SCHEDULERS.md §1.2)"
+            f"it needs {allowed} (docs/schedulers.md §1.2)"
         )
     if mode == StepMode.SINGLE and own == StepMode.ALL:
         log.warning(

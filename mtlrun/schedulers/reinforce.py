@@ -1,4 +1,4 @@
-"""Sundararaman et al.'s learned task-sampling policy (SEED-002), SCHEDULERS.md §6.2, and the
+"""Sundararaman et al.'s learned task-sampling policy (docs/schedulers.md §6.2), and the
 sampler that replays what it learned.
 
 `reinforce_policy` is the paper's *search run*: every example of a batch draws its task from
@@ -75,7 +75,7 @@ def frequency_sum(actions: list[list[int]], K: int) -> tuple[np.ndarray, float]:
 def surrogate_gradient(
     theta: np.ndarray, freq_sum: np.ndarray, weight: float, advantage: float
 ) -> np.ndarray:
-    """∇_θ of J(θ) = Σ_t (1/B) Σ_k (R − b)·log π_θ(a_t^k) (SEED-002 eqs. 1–2):
+    """∇_θ of J(θ) = Σ_t (1/B) Σ_k (R − b)·log π_θ(a_t^k) (Sundararaman et al. eqs. 1–2):
     (R − b)·(Σ_t f̂_t − weight·π_θ), where weight = Σ_t (share of step t's batch in the sum).
     With every action in the sum, weight = N and this is (R − b)·N·(f̄_m − π_θ)."""
     return advantage * (np.asarray(freq_sum, dtype=np.float64) - weight * softmax(theta))

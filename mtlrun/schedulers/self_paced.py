@@ -1,4 +1,4 @@
-"""Self-paced multi-task learning (SCHEDULERS.md §3.7, our adaptation of Li et al. 2017)."""
+"""Self-paced multi-task learning (docs/schedulers.md §3.7, our adaptation of Li et al. 2017)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Static samplers (SCHEDULERS.md §2.1–2.6) and the single-task baseline.
+"""Static samplers (docs/schedulers.md §2.1–2.6) and the single-task baseline.
 
 Each fixes the task distribution up front (union fixes it per epoch) and never looks at
 losses or scores.

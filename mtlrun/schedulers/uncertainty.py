@@ -1,4 +1,4 @@
-"""Uncertainty measures over a model's dev-set outputs (SCHEDULERS.md §6.3.2 and §7): pure numpy,
+"""Uncertainty measures over a model's dev-set outputs (§6.3.2 and §7): pure numpy,
 no model, no torch.
 
 Two families:
@@ -10,7 +10,7 @@ Two families:
   per-row BALD, exact BatchBALD of a small set, a greedy BatchBALD selection over a dev
   minibatch scored two ways, and the task score u_k (`task_uncertainty`):
   - `batchbald` (the default u_k): the true BatchBALD of each selected set, the mutual
-    information I(y_1..y_n; ω) that SEED-004 defines u_k as, exact by enumeration while the
+    information I(y_1..y_n; ω) that Fang & Alqatari defines u_k as, exact by enumeration while the
     history's C**h configurations are no more than the reference's M·S draws;
   - `batchbald_ref`: the scores of FANG-CODE's estimator, which leave the history's conditional
     entropies in (BatchBALD + Σ aleatoric entropy; not a mutual information).
@@ -52,7 +52,7 @@ def _check_probs(probs: np.ndarray) -> np.ndarray:
 
 
 def margin(probs: np.ndarray) -> np.ndarray:
-    """§6.3.2 eq. 4 [P, SEED-000]: ζ = 1 − p(1) + p(2) per row, with p(1) ≥ p(2) the two largest
+    """§6.3.2 eq. 4 [P, QLS]: ζ = 1 − p(1) + p(2) per row, with p(1) ≥ p(2) the two largest
     class probabilities. 0 = confident, 1 = a tie for the top class. Clipped to [0, 1] against
     float rounding. One-class heads (C == 1) have no margin: ValueError (§6.3.9)."""
     p = _check_probs(probs)
@@ -398,7 +398,7 @@ def batchbald(
     exact_configs: int | None = None,
     return_history: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """§7 `batchbald` [P: u_k is the mutual information I(y_1:n; ω), SEED-004 §3.2; greedy
+    """§7 `batchbald` [P: u_k is the mutual information I(y_1:n; ω), Fang & Alqatari §3.2; greedy
     selection and aggregation R]: the true BatchBALD of each greedily selected set of one dev
     minibatch `mc_probs [B, C, M]`.
 

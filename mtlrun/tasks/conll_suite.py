@@ -1,4 +1,4 @@
-"""`tasks=conll`: POS tagging, chunking and NER trained together (SEED-000 §5.2, Table 5).
+"""`tasks=conll`: POS tagging, chunking and NER trained together (the QLS paper §5.2, Table 5).
 
 - pos: UD English-EWT (CoNLL-U; PTB XPOS tags by default, as the WSJ data of the paper) or
   NLTK's 10 % Penn Treebank sample; token accuracy.

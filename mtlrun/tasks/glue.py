@@ -1,7 +1,7 @@
-"""GLUE SST-2, MRPC, RTE, QNLI and MNLI (SEED-002 Table 2, SEED-004 Table 2), from local files
+"""GLUE SST-2, MRPC, RTE, QNLI and MNLI (Sundararaman et al.; Fang & Alqatari), from files
 under data_dir or, with data_dir=null, from the Hugging Face hub (`nyu-mll/glue`).
 
-Local formats (shared/data/README.md §6 and §9):
+Local formats (README, Data):
 - GLUE TSVs `<TASK>/{train,dev}.tsv`: a header row, TAB-separated with no quoting (QNLI dev has
   stray `"` that belong to the text), UTF-8 (MRPC starts with a BOM); columns are picked by
   header name. The unlabelled test.tsv files are not used.
@@ -11,7 +11,7 @@ Local formats (shared/data/README.md §6 and §9):
   sample) or `mnli_train_10000_split.jsonl.xz`.
 
 GLUE's test labels are hidden, so by default each labelled dev set is cut into two fixed halves
-(`split_seed`): one is the dev split, the other the test split (SEED-004 §4.1).
+(`split_seed`): one is the dev split, the other the test split (Fang & Alqatari §4.1).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class GlueTasksConfig:
     name: str = "glue"
     path: str = "glue"  # under data_dir (an absolute path is used as it is)
     tasks: list[str] = field(default_factory=lambda: ["sst2", "rte", "mrpc"])
-    primary: str | None = None  # the target task of a target + auxiliary suite (SEED-002)
+    primary: str | None = None  # target task of a target + auxiliary suite (Sundararaman et al.)
     train_size: dict[str, int] = field(default_factory=dict)  # downsample train: {sst2: 8000}
     dev_as_test: bool = True  # dev halves as dev and test; false: the whole dev set is both
     split_seed: int = 0  # fixed, so every run and seed sees the same halves and samples

@@ -1,4 +1,4 @@
-"""Tasks without a validation split (CoNLL-2000 chunking): SCHEDULERS.md §1.4 item 6.
+"""Tasks without a validation split (CoNLL-2000 chunking): docs/schedulers.md §1.4 item 6.
 
 - holdout (default): a fixed `fraction` of the task's training set, drawn with the run seed,
   becomes its dev split (and leaves training).

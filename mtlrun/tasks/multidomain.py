@@ -1,4 +1,4 @@
-"""The 16-domain sentiment benchmark (SEED-000 §5.1; Liu, Qiu & Huang 2017 "FDU-MTL").
+"""The 16-domain sentiment benchmark (the QLS paper §5.1; Liu, Qiu & Huang 2017 "FDU-MTL").
 
 Canonical files: `<domain>.task.train` and `<domain>.task.test` (optionally `.gz`), one example
 per line, `label<TAB>text`, label 0/1, text lower-cased and tokenised. The train file holds

@@ -58,8 +58,8 @@ class Task:
     test: Split
     # what produced the data (file paths and stat, or generator settings): keys the token cache
     fingerprint: dict = field(default_factory=dict)
-    primary: bool = False  # the target task of a target + auxiliary suite (SEED-002)
-    # metrics reported besides the primary one (SEED-004 reports ROC-AUC, accuracy and F1)
+    primary: bool = False  # the target task of a target + auxiliary suite (Sundararaman et al.)
+    # metrics reported besides the primary one (Fang & Alqatari reports ROC-AUC, accuracy and F1)
     extra_metrics: list[Metric] = field(default_factory=list)
     # a task without dev data (§1.4.6 neutral / zero): how the trainer scores it at evaluation
     missing_dev: str | None = None

@@ -1,7 +1,7 @@
-"""XNLI cross-lingual transfer (SEED-002 Table 1): English NLI (MNLI train) plus one target
+"""XNLI cross-lingual transfer (Sundararaman et al. Table 1): English NLI (MNLI train) + one target
 language, from local files under data_dir or, with data_dir=null, the hub (`facebook/xnli`).
 
-Local formats (shared/data/README.md §7, §7b), each split taken from the first that is present:
+Local formats (README, Data), each split taken from the first that is present:
 - XNLI-1.0 `xnli.{dev,test}.tsv` (also under `XNLI-1.0/`): a header row naming language,
   gold_label, sentence1, sentence2 among others; rows are filtered by language.
 - myXNLI labelled tests `sw.genre.test.tsv`, `ur.genre.test.tsv` and `my.genre.test.tsv` (the
@@ -43,7 +43,7 @@ class XnliTasksConfig:
     path: str = "xnli"  # under data_dir (an absolute path is used as it is)
     mnli_path: str = "glue/MNLI"  # the English train set
     language: str = "sw"  # the target language; English is always the second task
-    # translate_train: the target trains on machine-translated MNLI (XNLI-MT, SEED-002);
+    # translate_train: the target trains on machine-translated MNLI (XNLI-MT, Sundararaman et al.);
     # dev_split: on a fixed share of its own dev set (offline, where there is no translate-train)
     target_train: str = "translate_train"
     dev_split_fraction: float = 0.5  # dev_split: the share of dev-<lang> kept as dev
@@ -187,7 +187,7 @@ def local_translate_train(directory: Path, language: str) -> tuple[Split, list[P
         raise DataError(
             f"XNLI {language} translate-train: {name} (XNLI-MT-1.0) is not in {directory}. "
             f"Set tasks.target_train=dev_split to train {language} on part of its dev set "
-            f"(not comparable with SEED-002), or data_dir=null (needs internet: {HUB_ID} "
+            f"(not comparable with the paper), or data_dir=null (needs internet: {HUB_ID} "
             f"{language} train), or put XNLI-MT-1.0's {name} there"
         )
     return read_xnli_mt(path), [path]
@@ -195,7 +195,7 @@ def local_translate_train(directory: Path, language: str) -> tuple[Split, list[P
 
 # --- the suite ---------------------------------------------------------------------------------
 def _hub(language: str, split: str, what: str):
-    local = f"xnli/ (dev-{language}.tsv, test labels; see shared/data/README.md §7)"
+    local = f"xnli/ (dev-{language}.tsv, test labels; see README, Data)"
     return hub_split(HUB_ID, language, split, NLI_LABELS, what=what, local=local)
 
 
@@ -246,7 +246,7 @@ def load_xnli(cfg: XnliTasksConfig, data_dir: str | None) -> list[Task]:
     if not translate:
         log.warning(
             "XNLI %s trains on %.0f%% of its own dev set (tasks.target_train=dev_split): the "
-            "scores are not comparable with SEED-002's translate-train setting",
+            "scores are not comparable with Sundararaman et al.'s translate-train setting",
             lang,
             100 * (1 - cfg.dev_split_fraction),
         )

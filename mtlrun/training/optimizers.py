@@ -1,8 +1,8 @@
-"""Lever 4: the optimizer layout and how per-task scales apply (SCHEDULERS.md §5.3).
+"""Lever 4: the optimizer layout and how per-task scales apply (docs/schedulers.md §5.3).
 
 `shared`: one optimizer over every parameter. `per_task`: K optimizers, optimizer k over the
 shared parameters plus task k's head; only the drawn task's optimizer steps, so its Adam moments
-and bias-correction count see only its own gradients (the layout of all SEED-001 experiments).
+and bias-correction count see only its own gradients (the layout of all Jean et al. experiments).
 A task's scale is applied either to its learning rate (`scale_mode=lr`) or to its gradient
 (`scale_mode=grad`, i.e. to its loss before backward). With Adam, a gradient scale under a
 per-task optimizer cancels out (m̂/√v̂ is scale-free), so that combination is refused unless
@@ -37,13 +37,13 @@ def resolve_layout(cfg, category: Category, mode: StepMode) -> tuple[str, str]:
     if layout == "per_task" and scale_mode == "grad" and cfg.name != "sgd" and not cfg.force:
         raise ConfigError(
             "optimizer.layout=per_task with optimizer.scale_mode=grad: Adam-type optimizers "
-            "divide out a constant gradient scale, so the scales would do nothing (SEED-001 "
+            "divide out a constant gradient scale, so the scales would do nothing (Jean et al. "
             "§3.1). Use scale_mode=lr, or set optimizer.force=true to run it anyway"
         )
     if layout == "shared" and scale_mode == "lr":
         log.warning(
             "learning-rate scales on a shared optimizer leak into other tasks through its "
-            "momentum (SEED-001 §3.1); per-task optimizers (optimizer.layout=per_task) avoid it"
+            "momentum (Jean et al. §3.1); per-task optimizers (optimizer.layout=per_task) avoid it"
         )
     return layout, scale_mode
 

@@ -1,4 +1,4 @@
-"""The training loop (DESIGN.md, "the run"): each step the scheduler picks a task and one of its
+"""The training loop: each step the scheduler picks a task and one of its
 minibatches is trained; every `eval_every` steps every task is evaluated on dev, the best model
 by aggregate dev score (mean of the tasks' primary metrics) is kept, and a resumable checkpoint
 is written; at the end the best model is tested.
@@ -459,7 +459,7 @@ class Trainer:
 
 
 def _aggregate_metrics(per_task: dict[str, dict]) -> dict[str, Any]:
-    """Unweighted task means of every metric all tasks report (SEED-004's Agg columns)."""
+    """Unweighted task means of every metric all tasks report (Fang & Alqatari's Agg columns)."""
     if not all("metrics" in r for r in per_task.values()):
         return {}
     shared = set.intersection(*(set(r["metrics"]["dev"]) for r in per_task.values()))
