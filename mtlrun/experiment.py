@@ -16,7 +16,7 @@ from mtlrun import atomic
 from mtlrun import run_dir as rundir
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import validate
-from mtlrun.errors import ConfigError, DataError, MtlrunError
+from mtlrun.errors import ConfigError, DataError
 from mtlrun.models import build_model, uses_subwords
 from mtlrun.models.embeddings import pretrained_words
 from mtlrun.report.results import print_results, write_results
@@ -192,21 +192,6 @@ def learn(c: Any, p: Prepared, run_dir: Path, resume: bool) -> dict[str, float]:
     return timing
 
 
-def check_resumable(c: Any, run_dir: Path) -> None:
-    """A resume continues from last.pt; say so when there is nothing to continue."""
-    if (run_dir / "results.json").is_file():
-        raise MtlrunError(f"{run_dir} has finished (results.json): there is nothing to resume")
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        return
-    if not c.trainer.checkpoints:
-        raise MtlrunError(
-            f"{run_dir} was run with trainer.checkpoints=false, so it cannot be resumed; "
-            "start it again"
-        )
-    log.warning("%s has no checkpoint yet (stopped before its first evaluation): "
-                "training starts again from step 0", run_dir)  # fmt: skip
-
-
 def run_experiment(
     cfg: DictConfig,
     run_dir: Path,
@@ -217,7 +202,7 @@ def run_experiment(
     c = validate(cfg)
     with rundir.RunLock(run_dir):
         if resume:
-            check_resumable(c, run_dir)
+            rundir.check_resumable(run_dir, c.trainer.checkpoints)
         else:
             rundir.start(run_dir, cfg, list(overrides), c.trainer.overwrite)
         for directory in (run_dir, run_dir / "checkpoints"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -31,7 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from mtlrun.atomic import write_text_atomic
 from mtlrun.errors import MtlrunError, RunDirRefused
 
+log = logging.getLogger("mtlrun")
+
 MANIFEST = "run.json"
+LAST = Path("checkpoints") / "last.pt"  # a resume continues from here
 CONFIG = "config.yaml"
 LOCK = ".lock"
 # what a run writes; a new run with trainer.overwrite=true removes these first, so a kill
@@ -45,7 +49,7 @@ def holds_run(directory: Path) -> bool:
     return (
         (directory / MANIFEST).exists()
         or (directory / "results.json").exists()
-        or (directory / "checkpoints" / "last.pt").exists()
+        or (directory / LAST).exists()
     )
 
 
@@ -165,6 +169,21 @@ def start(directory: Path, cfg: DictConfig, overrides: list[str], overwrite: boo
     manifest = {"overrides": overrides, "config_sha256": config_digest(text),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
     write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def check_resumable(directory: Path, checkpoints: bool) -> None:
+    """A resume continues from last.pt; say so when there is nothing to continue."""
+    if (directory / "results.json").is_file():
+        raise MtlrunError(f"{directory} has finished (results.json): there is nothing to resume")
+    if (directory / LAST).is_file():
+        return
+    if not checkpoints:
+        raise MtlrunError(
+            f"{directory} was run with trainer.checkpoints=false, so it cannot be resumed; "
+            "start it again"
+        )
+    log.warning("%s has no checkpoint yet (stopped before its first evaluation): "
+                "training starts again from step 0", directory)  # fmt: skip
 
 
 def saved_run(directory: Path) -> tuple[list[str], dict[str, Any]]:
