@@ -2,12 +2,18 @@
 
 Every failure a user can cause ends with one line on stderr and a non-zero exit status, never a
 traceback: MtlrunError (exit 2), an operating-system error such as a full disk or a denied
-permission (exit 2, the path and the cause), and Ctrl-C (exit 130, with the resume command).
+permission (exit 2, the path and the cause), Ctrl-C (exit 130, with the resume command), and a
+stop signal (exit 128 + its number, after a checkpoint, with the resume command).
+
+`trainer.resume=auto`, and every job SLURM requeued (SLURM_RESTART_COUNT > 0), continues the
+run its own directory holds, if any.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,10 +25,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mtlrun import launch
 from mtlrun import run_dir as rundir
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import register_configs
-from mtlrun.errors import MtlrunError, RunDirRefused
+from mtlrun.errors import ConfigError, MtlrunError, Preempted, RunDirRefused
 from mtlrun.experiment import run_experiment
 from mtlrun.paths import config_dir
 
@@ -31,11 +38,10 @@ register_configs()
 rundir.register_resolvers()
 
 
-def resume_target(cfg: DictConfig) -> tuple[DictConfig, Path, list[str]]:
-    """The config and directory of the run named by trainer.resume: its saved overrides
-    composed, then its saved values laid over them, so the continued run is the same
-    experiment even if mtlrun's defaults changed since."""
-    run_dir = Path(cfg.trainer.resume).expanduser()
+def resume_target(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, list[str]]:
+    """The config and directory of the run to resume: its saved overrides composed, then its
+    saved values laid over them, so the continued run is the same experiment even if mtlrun's
+    defaults (conf/) changed since."""
     original, saved = rundir.saved_run(run_dir)
     given = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
     extra = sorted(set(given) - set(original))
@@ -58,16 +64,58 @@ class SweepJobFailed(CompactHydraException):
     """A multirun job's failure: Hydra lets the other jobs finish, then prints this message."""
 
 
-def _run(cfg: DictConfig, job_dir: Path) -> dict:
-    if cfg.trainer.resume:
-        cfg, run_dir, overrides = resume_target(cfg)
-        return run_experiment(cfg, run_dir, resume=True, overrides=overrides)
-    overrides = list(HydraConfig.get().overrides.task)
-    return run_experiment(cfg, job_dir, overrides=overrides)
+def requeued() -> bool:
+    """A SLURM job started again after a preemption or a `scontrol requeue`."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+
+
+def continues_own_run(cfg: DictConfig) -> bool:
+    """trainer.resume=auto, or a requeued SLURM job: continue the job directory's run."""
+    return cfg.trainer.resume == "auto" or (cfg.trainer.resume is None and requeued())
+
+
+def plan_run(cfg: DictConfig, job_dir: Path) -> tuple[DictConfig, Path, bool, list[str]]:
+    """(config, run directory, resume?, overrides) of what this command runs."""
+    resume = cfg.trainer.resume
+    if continues_own_run(cfg):
+        resume = str(job_dir) if rundir.holds_run(job_dir) else None
+    if resume:
+        cfg, run_dir, overrides = resume_target(cfg, Path(resume).expanduser())
+        return cfg, run_dir, True, overrides
+    return cfg, job_dir, False, list(HydraConfig.get().overrides.task)
+
+
+def join_world(cfg: DictConfig) -> launch.Runtime | None:
+    """This process's rank when torchrun or SLURM started every rank of the run."""
+    world = launch.external_world()
+    if world is None or world.world_size == 1:
+        return None
+    explicit = any(o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra)
+    if world.launcher == "torchrun" and HydraConfig.get().mode == RunMode.RUN and not explicit:
+        raise ConfigError(
+            "under torchrun every process must write the same run directory: add "
+            "hydra.run.dir=<directory>"
+        )
+    hardware = OmegaConf.to_object(cfg.hardware)
+    launch.check_world(world, hardware)
+    return launch.init(world, hardware)
+
+
+def _run(cfg: DictConfig, job_dir: Path) -> dict | None:
+    if continues_own_run(cfg) and (job_dir / "results.json").is_file():
+        log.info("%s has finished: its results are kept", job_dir)  # e.g. requeued at the end
+        return json.loads((job_dir / "results.json").read_text())
+    runtime = join_world(cfg)
+    # rank 0 decides (the run directory may change under the other ranks while it starts)
+    plan = runtime.on_main(lambda: plan_run(cfg, job_dir)) if runtime else plan_run(cfg, job_dir)
+    cfg, run_dir, resume, overrides = plan
+    return run_experiment(cfg, run_dir, resume=resume, overrides=overrides, runtime=runtime)
 
 
 def _describe(e: BaseException, run_dir: Path) -> tuple[str, int] | None:
     """(one-line message, exit status) for a failure the user can cause; None for a bug."""
+    if isinstance(e, Preempted):
+        return str(e), 128 + e.signum
     if isinstance(e, MtlrunError):
         return str(e), 2
     if isinstance(e, KeyboardInterrupt):
@@ -84,9 +132,12 @@ def _main(cfg: DictConfig) -> float | None:
     job_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         results = _run(cfg, job_dir)
-        return results["aggregate"]["dev"]  # a sweeper can optimise this
+        return results["aggregate"]["dev"] if results else None  # a sweeper can optimise this
+    except SystemExit:  # e.g. submitit's exit after it requeued a preempted job
+        raise
     except BaseException as e:
-        described = _describe(e, Path(cfg.trainer.resume or job_dir))
+        resume = cfg.trainer.resume
+        described = _describe(e, Path(resume if resume not in (None, "auto") else job_dir))
         if described is None:
             message = f"{type(e).__name__}: {e}"
         else:
@@ -98,7 +149,7 @@ def _main(cfg: DictConfig) -> float | None:
             sys.exit(status)
         # In a sweep, record why this job failed (mtlrun-report lists it) and let the others
         # run; never into a directory that belongs to another run.
-        if not isinstance(e, RunDirRefused):
+        if not isinstance(e, (RunDirRefused, Preempted)):  # a preempted job is not a failed one
             write_text_atomic(job_dir / "error.txt", message + "\n")
         overrides = " ".join(hydra_cfg.overrides.task)
         print(f"mtlrun: error in job {hydra_cfg.job.num} ({overrides}): {message}", file=sys.stderr)
@@ -107,6 +158,8 @@ def _main(cfg: DictConfig) -> float | None:
                 f"mtlrun: error: job {hydra_cfg.job.num} failed: {message}"
             ) from None
         raise
+    finally:
+        launch.shutdown()
 
 
 def main() -> None:

@@ -215,15 +215,47 @@ class OptimizerConfig:
             _positive("optimizer.grad_clip", self.grad_clip)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass
 class HardwareConfig:
     name: str = "cpu"
-    device: str = "cpu"  # cpu, cuda or cuda:N
-    num_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    device: str = "cpu"  # cpu, cuda or cuda:N (with devices > 1: cuda, one GPU per process)
+    num_threads: int = 0  # torch intra-op threads on CPU (per process); 0 = torch's default
+    # data-parallel training (training/runtime.py): processes per node, one per GPU on cuda;
+    # every process trains the same task each step on its shard of the global batch
+    devices: int = 1
+    nodes: int = 1  # SLURM: nodes per run (hydra/launcher=slurm starts devices tasks on each)
+    backend: str | None = None  # torch.distributed backend; null = nccl on cuda, gloo on cpu
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)
+    compile: bool = False  # torch.compile the encoder
+    # SLURM (hydra/launcher=slurm): the job's partition, time limit and CPUs per task
+    partition: str | None = None
+    time_min: int = 60
+    cpus_per_task: int = 2
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
             raise ConfigError(f"hardware.num_threads must be >= 0 (got {self.num_threads})")
+        _positive("hardware.devices", self.devices)
+        _positive("hardware.nodes", self.nodes)
+        _positive("hardware.time_min", self.time_min)
+        _positive("hardware.cpus_per_task", self.cpus_per_task)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"hardware.precision must be one of {PRECISIONS} (got {self.precision!r})"
+            )
+        if self.precision == "fp16" and not self.device.startswith("cuda"):
+            raise ConfigError(
+                "hardware.precision=fp16 needs a GPU (hardware.device=cuda); on a CPU use bf16"
+            )
+        if self.backend not in (None, "gloo", "nccl"):
+            raise ConfigError(f"hardware.backend must be gloo or nccl (got {self.backend!r})")
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.nodes
 
 
 @dataclass

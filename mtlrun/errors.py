@@ -19,3 +19,14 @@ class RunDirRefused(MtlrunError):
 
 class Diverged(MtlrunError):
     """Training produced a non-finite loss or gradient (trainer.nonfinite=stop)."""
+
+
+class Preempted(MtlrunError):
+    """The run was asked to stop (SIGTERM, SIGUSR1, SIGUSR2) and saved a checkpoint first."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message, signum)
+        self.message, self.signum = message, signum
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,7 +1,11 @@
-"""One run, start to end: tasks -> model -> scheduler -> optimizer -> trainer -> result files."""
+"""One run, start to end: tasks -> model -> scheduler -> optimizer -> trainer -> result files.
+
+A data-parallel run (hardware.devices × hardware.nodes > 1) does the same in every rank
+(launch.py starts them); rank 0 claims the run directory and writes the results."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -12,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from mtlrun import atomic
+from mtlrun import atomic, launch
 from mtlrun import run_dir as rundir
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import validate
@@ -33,6 +37,7 @@ from mtlrun.tasks.encode import EncodedTask, WordEncoder, check_cache_writable, 
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.parallel_learning import episode_seed, learn_policy_parallel
 from mtlrun.training.policy_learning import learn_policy
+from mtlrun.training.runtime import Runtime
 from mtlrun.training.trainer import Trainer
 
 log = logging.getLogger("mtlrun")
@@ -115,10 +120,12 @@ def encode(c: Any, tasks: list[Task]) -> tuple[list[EncodedTask], list[str] | No
     return encode_tasks(tasks, words, c.cache_dir), words.vocab
 
 
-def prepare(c: Any) -> Prepared:
+def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
     """Tasks -> vocabulary and encoded splits -> scheduler (its step mode checked)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
-    device = device_for(c.hardware)
+    rt = runtime or Runtime()
+    device = device_for(c.hardware)  # (and its threads)
+    device = rt.device if rt.distributed else device
     check_cache_writable(c.cache_dir)  # before loading data, not after
     tasks = select_tasks(
         load_tasks(c.tasks, c.seed, c.data_dir),
@@ -126,7 +133,9 @@ def prepare(c: Any) -> Prepared:
     )
     check_unique_names(tasks)
     check_splits(tasks)
-    encoded, vocab = encode(c, tasks)
+    first: list = []  # rank 0 encodes first (and fills the cache the other ranks then read)
+    rt.on_main(lambda: first.append(encode(c, tasks)))
+    encoded, vocab = first[0] if first else encode(c, tasks)
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
                  n_train_batches=-(-len(t.splits["train"]) // c.trainer.batch_size),
@@ -137,14 +146,34 @@ def prepare(c: Any) -> Prepared:
     ]  # fmt: skip
     scheduler = build_scheduler(c.scheduler, infos, c.trainer.max_steps, c.seed)
     step_mode = resolve_step_mode(scheduler, c.trainer.step_mode)
+    check_hardware(c, scheduler, rt)
     return Prepared(tasks, encoded, vocab, scheduler, step_mode, device)
 
 
+def check_hardware(c: Any, scheduler: Scheduler, rt: Runtime) -> None:
+    """What this scheduler cannot do on this hardware, said before training."""
+    if c.hardware.precision == "fp16" and type(scheduler).custom_backward is not (
+        Scheduler.custom_backward
+    ):
+        raise ConfigError(
+            f"scheduler={c.scheduler.name} runs its own backward pass, which fp16 loss scaling "
+            "does not cover; use hardware.precision=bf16"
+        )
+    if rt.distributed and scheduler.learning_plan() is not None:
+        raise ConfigError(
+            f"scheduler={c.scheduler.name} learns its policy in one process: learn it without "
+            "hardware.devices, then train data-parallel with scheduler.policy=<its policy.pt>"
+        )
+
+
 def make_trainer(
-    c: Any, p: Prepared, run_dir: Path, episode: bool = False, display=None
-) -> Trainer:
+    c: Any, p: Prepared, run_dir: Path, episode: bool = False, display=None,
+    runtime: Runtime | None = None,
+) -> Trainer:  # fmt: skip
     """A freshly initialised model (seeded by c.seed) and its optimizers, in a Trainer."""
-    model = build_model(c.model, p.vocab, p.tasks, c.seed)
+    model = build_model(c.model, p.vocab, p.tasks, c.seed).to(p.device)
+    if c.hardware.compile:
+        model.encoder.compile()  # in place: state_dict keys (checkpoints) stay the same
     layout, scale_mode = resolve_layout(c.optimizer, p.scheduler.category, p.step_mode)
     optimizers = TaskOptimizers(
         c.optimizer,
@@ -161,7 +190,7 @@ def make_trainer(
                  sum(q.numel() for q in model.parameters()), c.scheduler.name,
                  p.step_mode.value, layout)  # fmt: skip
     return Trainer(c, p.encoded, model, p.scheduler, p.step_mode, optimizers, run_dir, p.device,
-                   episode=episode, display=display)  # fmt: skip
+                   episode=episode, display=display, runtime=runtime)  # fmt: skip
 
 
 def build_trainer(c: Any, run_dir: Path) -> Trainer:
@@ -197,25 +226,68 @@ def run_experiment(
     run_dir: Path,
     resume: bool = False,
     overrides: list[str] | tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """Run (or resume) the experiment `cfg` in `run_dir`, which this process holds locked."""
+    runtime: Runtime | None = None,
+) -> dict[str, Any] | None:
+    """Run (or resume) the experiment `cfg` in `run_dir`, which this process holds locked.
+    `runtime`: this process's rank when torchrun or SLURM started every rank (launch.py);
+    the results on rank 0, None on the others."""
     c = validate(cfg)
+    if runtime is not None and runtime.distributed:
+        return _run_ranked(c, cfg, run_dir, resume, list(overrides), runtime)
     with rundir.RunLock(run_dir):
-        if resume:
-            rundir.check_resumable(run_dir, c.trainer.checkpoints)
-        else:
-            rundir.start(run_dir, cfg, list(overrides), c.trainer.overwrite)
-        for directory in (run_dir, run_dir / "checkpoints"):
-            atomic.remove_stale_temps(directory)  # left by a kill during a write
-        if c.trainer.checkpoints:
-            rundir.check_writable(run_dir / "checkpoints")
-        return _run(c, run_dir, resume)
+        _claim(c, cfg, run_dir, resume, list(overrides))
+        if c.hardware.world_size == 1:
+            return _run(c, run_dir, resume)
+        if c.hardware.nodes > 1:
+            raise ConfigError(
+                "hardware.nodes > 1 needs a launcher that starts the processes on every node: "
+                "hydra/launcher=slurm, or torchrun"
+            )
+        launch.spawn(_run, (c, run_dir, resume), c.hardware, _logging_config())
+        return json.loads((run_dir / "results.json").read_text())
 
 
-def _run(c: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
-    p = prepare(c)
+def _claim(c: Any, cfg: DictConfig, run_dir: Path, resume: bool, overrides: list[str]) -> None:
+    """Start a new run in `run_dir`, or check that it can be resumed."""
+    if resume:
+        rundir.check_resumable(run_dir, c.trainer.checkpoints)
+    else:
+        rundir.start(run_dir, cfg, overrides, c.trainer.overwrite)
+    for directory in (run_dir, run_dir / "checkpoints"):
+        atomic.remove_stale_temps(directory)  # left by a kill during a write
+    if c.trainer.checkpoints:
+        rundir.check_writable(run_dir / "checkpoints")
+
+
+def _run_ranked(c, cfg, run_dir: Path, resume: bool, overrides: list[str], rt: Runtime):
+    """Every rank started by torchrun or SLURM: rank 0 locks and claims the directory (its
+    refusal stops every rank), then all train."""
+    with contextlib.ExitStack() as held:
+
+        def claim() -> None:
+            held.enter_context(rundir.RunLock(run_dir))
+            _claim(c, cfg, run_dir, resume, overrides)
+
+        rt.on_main(claim)
+        return _run(c, run_dir, resume, rt)
+
+
+def _logging_config() -> dict | None:
+    """Hydra's logging set-up (console and the run's log file), for spawned rank 0."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    return OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
+
+
+def _run(c: Any, run_dir: Path, resume: bool, runtime: Runtime | None = None) -> dict | None:
+    p = prepare(c, runtime)
     learning = learn(c, p, run_dir, resume)
-    results = make_trainer(c, p, run_dir).fit(resume=resume)
+    results = make_trainer(c, p, run_dir, runtime=runtime).fit(resume=resume)
+    if results is None:  # a data-parallel rank other than 0
+        return None
     results["timing"].update(learning)
     results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
     write_results(run_dir, results)

@@ -55,15 +55,20 @@ def holds_run(directory: Path) -> bool:
 
 def hydra_subdir(resume: str | None, overwrite: bool, output_dir: str) -> str | None:
     """hydra.output_subdir: None (Hydra saves nothing) when the job directory already holds a
-    run that this command must not touch: a resume, or a run a new one will refuse."""
-    if resume or (not overwrite and holds_run(Path(output_dir))):
+    run that this command must not touch (a resume, or a run a new one will refuse), and in
+    every data-parallel rank but 0."""
+    from mtlrun.launch import env_rank
+
+    named = resume not in (None, "auto")
+    if named or env_rank() > 0 or (not overwrite and holds_run(Path(output_dir))):
         return None
     return ".hydra"
 
 
 def hydra_run_dir(resume: str | None, default: str) -> str:
-    """hydra.run.dir: a resumed run continues in its own directory (its log included)."""
-    return str(resume) if resume else default
+    """hydra.run.dir: a resumed run continues in its own directory (its log included);
+    trainer.resume=auto continues in the directory the run would have anyway."""
+    return str(resume) if resume not in (None, "auto") else default
 
 
 def register_resolvers() -> None:
@@ -78,7 +83,7 @@ class CheckOutputDir(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         resume = config.trainer.resume
-        if resume and not Path(resume).expanduser().is_dir():  # never create it
+        if resume not in (None, "auto") and not Path(resume).expanduser().is_dir():
             _exit(f"trainer.resume={resume}: not an mtlrun run directory (no such directory)")
         _exit_unless_writable(Path(config.hydra.run.dir))
 

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
+from mtlrun.training.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 EPS_DIV = 1e-12  # §1.4.4: guard in every ratio of losses or scores
@@ -153,6 +155,9 @@ class Scheduler:
         self.total_steps = total_steps
         self.rng = rng
         self._cdf: np.ndarray | None = None  # cached CDF of a static distribution
+        # the trainer's data-parallel runtime: observations arrive already reduced over the
+        # ranks; a scheduler that reads gradients itself (GradNorm) averages them with it
+        self.runtime = Runtime()
 
     @property
     def decision_interval(self) -> int:

@@ -151,14 +151,22 @@ class GradNorm(Scheduler):
         g = np.zeros(self.K)
         if len(task_losses) == self.K:
             for k, loss in task_losses.items():
-                grads = torch.autograd.grad(loss, W, retain_graph=True, allow_unused=True)
-                sq = sum((gr.detach().double() ** 2).sum() for gr in grads if gr is not None)
-                g[k] = math.sqrt(float(sq))
+                grads = [None] * len(W)
+                if loss.requires_grad:  # data parallel: a rank may have none of task k's rows
+                    grads = torch.autograd.grad(loss, W, retain_graph=True, allow_unused=True)
+                # the whole batch's gradient on W: the mean over the ranks' (runtime.py)
+                grads = self.runtime.average(
+                    [gr.detach() if gr is not None else torch.zeros_like(w)
+                     for gr, w in zip(grads, W, strict=True)]
+                )  # fmt: skip
+                g[k] = math.sqrt(float(sum((gr.double() ** 2).sum() for gr in grads)))
         elif not self._warned_partial:
             log.warning("gradnorm needs every task every step: w is not updated on this step")
             self._warned_partial = True
         # step 6: the network trains on Σ w_k(t)·L_k with the weights before the update
-        sum(loss * float(w_before[k]) for k, loss in task_losses.items()).backward()
+        total = sum(loss * float(w_before[k]) for k, loss in task_losses.items())
+        if total.requires_grad:
+            total.backward()
         if len(task_losses) == self.K:
             lt = np.array([float(task_losses[k].detach()) for k in range(self.K)])
             self._update(g, lt)

@@ -114,10 +114,19 @@ def collate(split: EncodedSplit, index: np.ndarray, tagging: bool, device: torch
         labels = split.labels[index]
     segments = None
     if split.segments is not None:
-        segments = torch.from_numpy(np.where(mask, split.segments[positions], 0)).to(device)
+        segments = to_device(np.where(mask, split.segments[positions], 0), device)
     return Batch(
-        ids=torch.from_numpy(ids).to(device),
+        ids=to_device(ids, device),
         lengths=torch.from_numpy(lengths),
-        labels=torch.from_numpy(labels).to(device),
+        labels=to_device(labels, device),
         segments=segments,
     )
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on `device`; to a GPU from pinned memory without blocking, so the copy
+    overlaps the work already queued."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -58,10 +58,13 @@ def base_lr(cfg, t: int) -> float:
 
 
 def make_optimizer(cfg, params: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    # fused kernels (one launch updates every parameter) when all parameters are on a GPU
+    tensors = [p for group in params for p in group["params"]]
+    fused = {"fused": True} if tensors and all(p.is_cuda for p in tensors) else {}
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, **fused)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr)
+    return cls(params, lr=cfg.lr, **fused)
 
 
 class TaskOptimizers:

@@ -24,12 +24,19 @@ step's update is dropped instead and counted (results.json `"skipped_steps"`). A
 loss always stops the run. A finite dev loss above BLOWUP times the chance loss ln(C) is
 reported once as a warning and in results.json `"blown_up"`: the model diverged without
 overflowing (e.g. a huge learning rate).
+
+Data parallel (`runtime`, training/runtime.py): every rank runs this loop in lockstep on its
+shard of each batch; observations are reduced before a scheduler sees them, dev evaluations and
+signals come from rank 0, and rank 0 alone writes logs, checkpoints and results.
+Preemption (training/stop_signals.py): a stop signal ends training at a step boundary, after
+a checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtlrun.errors import Diverged
+from mtlrun.errors import Diverged, MtlrunError
 from mtlrun.models import MultiTaskModel
 from mtlrun.report.progress import ProgressDisplay
 from mtlrun.schedulers import Scheduler, StepMode
@@ -48,8 +55,11 @@ from mtlrun.training import checkpoint, schedule_stats
 from mtlrun.training.batches import BatchStream, collate
 from mtlrun.training.evaluate import Evaluation, evaluate
 from mtlrun.training.optimizers import TaskOptimizers
+from mtlrun.training.precision import Precision
 from mtlrun.training.run_log import RunLog
+from mtlrun.training.runtime import Runtime
 from mtlrun.training.signals import SignalMeter
+from mtlrun.training.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +97,19 @@ class Trainer:
         device: torch.device,
         episode: bool = False,
         display: ProgressDisplay | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         """`episode=True`: a policy-learning episode (QLS): train only, no evaluation, logs or
-        checkpoints; `display` is then the learning phase's shared progress display."""
+        checkpoints; `display` is then the learning phase's shared progress display.
+        `runtime`: this process's rank in a data-parallel run (None: a single process)."""
+        self.rt = runtime or Runtime(device=device)
+        self.precision = Precision(cfg.hardware.precision, device)
         self.cfg = cfg.trainer
         self.grad_clip = cfg.optimizer.grad_clip
         self.tasks = tasks
         self.model = model.to(device)
         self.scheduler = scheduler
+        scheduler.runtime = self.rt  # GradNorm averages its gradient norms over the ranks
         self.step_mode = step_mode
         self.optimizers = optimizers
         self.shared_top = model.encoder.last_layer_parameters()  # GradNorm's W
@@ -116,36 +131,57 @@ class Trainer:
         ]  # fmt: skip
         self.state = Progress(batches_seen=[0] * len(tasks), examples_seen=[0] * len(tasks))
         self.episode = episode
-        self.log = None if episode else RunLog(run_dir, self.names)
+        self.log = None if episode or not self.rt.is_main else RunLog(run_dir, self.names)
         self.ckpt_dir = run_dir / "checkpoints"
         self.display = display or ProgressDisplay(
-            self.cfg.max_steps, self.names, enabled=self.cfg.progress
+            self.cfg.max_steps, self.names, enabled=self.cfg.progress and self.rt.is_main
         )
         self.meter = SignalMeter(tasks, self.cfg.eval_batch_size, device)
         self.seed = cfg.seed
+        self.stop = StopSignals()
+        if self.rt.rank > 0:  # its own dropout masks; the model was initialised identically
+            torch.manual_seed(cfg.seed * 1_000_003 + self.rt.rank)
 
     # --- the loop -----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        resumed = resume and (self.ckpt_dir / "last.pt").is_file()
+        resumed = resume and (self.ckpt_dir / "last.pt").is_file()  # a shared file system
         if resumed:
             self._restore(checkpoint.load(self.ckpt_dir / "last.pt"))
             log.info("resuming %s at step %d", self.run_dir, self.state.step)
             if self.state.collapse is not None:  # tripped before the interruption: say it again
                 log.warning(schedule_stats.collapse_message(self.scheduler.name,
                                                             self.state.collapse))  # fmt: skip
-        self.log.start(self.state.step if resumed else None)
+        if self.log is not None:
+            self.log.start(self.state.step if resumed else None)
         self._clock = time.perf_counter()
         self.model.train()
-        with self.display:
+        with self.display, self.stop:
             self.display.start(self.state.step)
             for t in range(self.state.step, self.cfg.max_steps):
-                self._train_step(t)
+                stop = self._train_step(t)
                 if (t + 1) % self.cfg.eval_every == 0 or t + 1 == self.cfg.max_steps:
                     self._evaluate(t + 1)
+                if stop:
+                    self._preempt(t + 1, stop)
         self._guard_collapse(self.cfg.max_steps)
         self._offer_signals(self.cfg.max_steps)
-        self.scheduler.save_artifacts(self.run_dir)
+        if self.rt.is_main:
+            self.scheduler.save_artifacts(self.run_dir)
         return self._final_test()
+
+    def _preempt(self, step: int, signum: int) -> None:
+        """A stop signal arrived: checkpoint this step, then stop (or let submitit requeue)."""
+        now = time.perf_counter()
+        self.state.train_seconds += now - self._clock
+        self._clock = now
+        self.state.step = step
+        if self.log is not None:
+            self.log.flush()
+        snapshot = self._snapshot()  # every rank: their RNG states go in
+        if self.rt.is_main and self.cfg.checkpoints:
+            checkpoint.save(self.ckpt_dir / "last.pt", snapshot)
+        log.warning("stop signal: checkpoint at step %d written", step)
+        self.stop.hand_over(signum, step, str(self.run_dir))
 
     def run_episode(self, steps: int) -> None:
         """One policy-learning episode: `steps` training steps of a fresh model, then the
@@ -162,7 +198,9 @@ class Trainer:
         request = self.scheduler.wants_signals(t)
         if request is None:
             return
-        signals = self.meter.measure(self.model, request, seed=self.seed * 1_000_003 + t)
+        signals = self.rt.on_main(
+            lambda: self.meter.measure(self.model, request, seed=self.seed * 1_000_003 + t)
+        )
         began = time.perf_counter()
         self.scheduler.observe_signals(t, signals)
         self.state.policy_seconds += time.perf_counter() - began
@@ -180,22 +218,14 @@ class Trainer:
         counts = self.scheduler.mixed_counts(t, self.cfg.batch_size)
         return [(k, self.streams[k].take(int(c))) for k, c in enumerate(counts) if c > 0]
 
-    def _train_step(self, t: int) -> None:
+    def _train_step(self, t: int) -> int:
+        """One training step; returns the stop signal all ranks saw before it ended (or 0)."""
         self._offer_signals(t)
         if self.scheduler.wants_loss_probe(t):
-            self.scheduler.observe_loss_probe(t, self._probe_losses())
+            self.scheduler.observe_loss_probe(t, self.rt.on_main(self._probe_losses))
         plan = self._draw(t)
-        losses: dict[int, torch.Tensor] = {}
-        kpis: dict[int, torch.Tensor] = {}
+        losses, kpis, stop = self._task_losses(plan)
         for k, index in plan:
-            batch = collate(self.tasks[k].splits["train"], index, self.tagging[k], self.device)
-            out = self.model(k, batch)
-            losses[k] = self.scheduler.example_losses(
-                k, out.example_losses, out.example_labels
-            ).mean()
-            if self.scheduler.observes_train_kpi:  # batch accuracy, kept on device until read
-                hits = out.example_log_probs.detach().argmax(-1) == out.example_labels
-                kpis[k] = hits.float().mean()
             self.state.batches_seen[k] += 1
             self.state.examples_seen[k] += len(index)
         scaled = losses
@@ -217,6 +247,55 @@ class Trainer:
         if self.log is not None:
             self.log.step(t, [(self.names[k], len(i)) for k, i in plan], self.step_mode)
         self.display.advance(self.names[plan[0][0]] if len(plan) == 1 else self.step_mode.value)
+        return stop
+
+    def _forward(self, k: int, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Task k's per-row training losses on examples `index` (with their graph), and the
+        rows' hits (1.0 where the model's guess is right) if the scheduler observes accuracy."""
+        batch = collate(self.tasks[k].splits["train"], index, self.tagging[k], self.device)
+        with self.precision.autocast():
+            out = self.model(k, batch)
+        rows = self.scheduler.example_losses(k, out.example_losses.float(), out.example_labels)
+        hits = None
+        if self.scheduler.observes_train_kpi:  # batch accuracy, kept on device until read
+            hits = (out.example_log_probs.detach().argmax(-1) == out.example_labels).float()
+        return rows, hits
+
+    def _task_losses(self, plan: list) -> tuple[dict, dict, int]:
+        """Each planned task's mean training loss over the whole batch (with its graph), its
+        batch accuracy if the scheduler observes it, and the stop signal (0 if none)."""
+        losses: dict[int, torch.Tensor] = {}
+        kpis: dict[int, torch.Tensor] = {}
+        if not self.rt.distributed:
+            for k, index in plan:
+                rows, hits = self._forward(k, index)
+                losses[k] = rows.mean()
+                if hits is not None:
+                    kpis[k] = hits.mean()
+            return losses, kpis, self.stop.received or 0
+        # data parallel: this rank's shard; sums and counts of every rank in one all-reduce
+        sums, stats = {}, []
+        for k, index in plan:
+            shard = self.rt.shard(index)
+            if len(shard):
+                rows, hits = self._forward(k, shard)
+                sums[k] = rows.sum()
+                hit_sum = hits.sum() if hits is not None else rows.new_zeros(())
+                stats.append(torch.stack([sums[k].detach(), hit_sum, rows.new_tensor(len(rows))]))
+            else:  # fewer examples than ranks: this rank has none of this task's
+                stats.append(torch.zeros(3, device=self.device))
+        flag = torch.tensor([float(self.stop.received is not None)], device=self.device)
+        local = torch.cat([torch.stack(stats).flatten(), flag]).double()
+        totals = self.rt.reduce_sums(local)
+        for i, (k, _) in enumerate(plan):
+            loss_sum, hit_sum, count = totals[3 * i : 3 * i + 3]
+            mean = (loss_sum / count).float()
+            losses[k] = self.rt.global_loss(sums.get(k, torch.zeros((), device=self.device)),
+                                            float(count), mean)  # fmt: skip
+            if self.scheduler.observes_train_kpi:
+                kpis[k] = (hit_sum / count).float()
+        stopping = totals[-1].item() > 0  # a signal reached some rank: all stop together
+        return losses, kpis, (self.stop.received or int(signal.SIGTERM)) if stopping else 0
 
     def _update(self, t: int, plan: list, losses: dict, scaled: dict, lr_scales) -> bool:
         """Backward pass and optimizer step, unless the divergence guard drops them."""
@@ -224,11 +303,22 @@ class Trainer:
         if not self._finite(t, plan, torch.stack(list(losses.values())), "loss"):
             return False
         if not self.scheduler.custom_backward(t, scaled, self.shared_top):
-            self.scheduler.combine(t, scaled).backward()
-        if not self._finite(t, plan, self._grad_norm(), "gradient norm"):
+            total = self.precision.scaled(self.scheduler.combine(t, scaled))
+            if total.requires_grad:  # a rank without examples of any planned task has no graph
+                total.backward()
+        params = self.optimizers.parameters
+        self.precision.unscale(params)
+        self.rt.average_grads(params)
+        norm = self._grad_norm()
+        if self.precision.scaling and not bool(torch.isfinite(norm)):
+            self.precision.overflowed()  # fp16: the loss scale was too large; not divergence
+            self.optimizers.zero_grad()
+            return False
+        if not self._finite(t, plan, norm, "gradient norm"):
             self.optimizers.zero_grad()
             return False
         self.optimizers.step(t, list(losses), lr_scales)
+        self.precision.stepped()
         return True
 
     def _grad_norm(self) -> torch.Tensor:
@@ -346,6 +436,16 @@ class Trainer:
         state = self.scheduler.log_state()
         timing = self._timing() if self.state.signal_seconds else {}
         schedule = self._schedule_fields()
+        if self.rt.distributed:
+            self.rt.check_same([self._parameter_sum(), *probs, *weights, *lr_scales],
+                               "the model's parameters or the scheduler's decisions")  # fmt: skip
+        aggregate = _mean_defined([e.score for e in evals])
+        improved = aggregate > self.state.best_score or self.state.best_step == 0
+        if improved:
+            self.state.best_score, self.state.best_step = aggregate, step
+        snapshot = self._snapshot() if self.cfg.checkpoints else None  # every rank's RNG
+        if not self.rt.is_main:
+            return
         self.log.flush()
         self.log.metrics([
             {"step": step, "task": self.names[k], "split": "dev",
@@ -356,23 +456,26 @@ class Trainer:
              **({"scheduler": state} if state else {})}
             for k, e in enumerate(evals)
         ])  # fmt: skip
-        aggregate = _mean_defined([e.score for e in evals])
-        if aggregate > self.state.best_score or self.state.best_step == 0:
-            self.state.best_score, self.state.best_step = aggregate, step
-            if self.cfg.checkpoints:
-                checkpoint.save(
-                    self.ckpt_dir / "best.pt", {"step": step, "model": self.model.state_dict()}
-                )
-        if self.cfg.checkpoints:
-            checkpoint.save(self.ckpt_dir / "last.pt", self._snapshot())
+        if improved and snapshot is not None:
+            checkpoint.save(self.ckpt_dir / "best.pt", {"step": step, "model": snapshot["model"]})
+        if snapshot is not None:
+            checkpoint.save(self.ckpt_dir / "last.pt", snapshot)
         self.display.evaluated(
             step, aggregate, dict(zip(self.names, (e.score for e in evals), strict=True))
         )
+
+    def _parameter_sum(self) -> float:
+        with torch.no_grad():
+            return float(sum(p.detach().double().sum() for p in self.model.parameters()))
 
     def _eval(self, k: int, split: str):
         return evaluate(self.model, k, self.tasks[k], split, self.cfg.eval_batch_size, self.device)
 
     def _dev_evals(self) -> list[Evaluation]:
+        """Every task's dev evaluation (by rank 0, for every rank)."""
+        return self.rt.on_main(self._dev_evals_here)
+
+    def _dev_evals_here(self) -> list[Evaluation]:
         """Every task's dev evaluation; a task without dev data (§1.4.6 neutral / zero) gets the
         mean score of the others, or 0, and no loss (NaN)."""
         missing = [t.task.missing_dev for t in self.tasks]
@@ -385,13 +488,17 @@ class Trainer:
                 evals[k] = Evaluation(score=score, loss=float("nan"), metrics={metric: score})
         return evals
 
-    def _final_test(self) -> dict[str, Any]:
+    def _final_test(self) -> dict[str, Any] | None:
+        """The best model's dev and test results (rank 0; None on the other ranks)."""
+        self.rt.barrier()
+        if not self.rt.is_main:
+            return None
         if self.cfg.checkpoints:
             self.model.load_state_dict(checkpoint.load(self.ckpt_dir / "best.pt")["model"])
         else:
             log.warning("trainer.checkpoints=false: testing the last model, not the best")
         per_task, records = {}, []
-        devs = self._dev_evals()
+        devs = self._dev_evals_here()
         for k, name in enumerate(self.names):
             dev, test = devs[k], self._eval(k, "test")
             metric = self.tasks[k].task.metric.value
@@ -423,6 +530,8 @@ class Trainer:
             ),
             "collapse": self.state.collapse,
             "skipped_steps": len(self.state.skipped_steps),
+            **({"fp16_overflows": self.precision.overflows} if self.precision.scaling else {}),
+            **({"world_size": self.rt.world_size} if self.rt.distributed else {}),
             "blown_up": self.state.blown_up or None,
         }
 
@@ -444,6 +553,8 @@ class Trainer:
             "streams": [s.state_dict() for s in self.streams],
             "probe_streams": [s.state_dict() for s in self.probe_streams],
             "rng": checkpoint.rng_states(),
+            "rank_rng": self.rt.gather(checkpoint.rng_states()),  # every rank's dropout RNG
+            "precision": self.precision.state_dict(),
         }
 
     def _restore(self, snap: dict[str, Any]) -> None:
@@ -455,7 +566,16 @@ class Trainer:
             stream.load_state_dict(s)
         for stream, s in zip(self.probe_streams, snap["probe_streams"], strict=True):
             stream.load_state_dict(s)
-        checkpoint.set_rng_states(snap["rng"])
+        ranks = snap.get("rank_rng") or [snap["rng"]]
+        if len(ranks) != self.rt.world_size:
+            raise MtlrunError(
+                f"{self.ckpt_dir / 'last.pt'} was written by {len(ranks)} data-parallel "
+                f"processes, this run has {self.rt.world_size}: resume it with the same "
+                "hardware.devices and hardware.nodes"
+            )
+        checkpoint.set_rng_states(ranks[self.rt.rank])
+        if "precision" in snap:
+            self.precision.load_state_dict(snap["precision"])
 
 
 def _aggregate_metrics(per_task: dict[str, dict]) -> dict[str, Any]:
