@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mtlrun import launch
+from mtlrun import launch, slurm
 from mtlrun import run_dir as rundir
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import register_configs
@@ -36,6 +36,7 @@ from mtlrun.paths import config_dir
 log = logging.getLogger("mtlrun")
 register_configs()
 rundir.register_resolvers()
+slurm.register_resolvers()  # hydra/launcher=slurm: GPUs per node
 
 
 def resume_target(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Path, list[str]]:

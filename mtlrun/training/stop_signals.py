@@ -7,16 +7,22 @@ for SIGUSR2 before the time limit; a cluster's own scripts often use SIGUSR1. Wh
 on the step), writes `checkpoints/last.pt`, and calls `hand_over`: the handler that was
 installed before (submitit's, which requeues the job) runs as if the signal had just arrived;
 without one the run ends with `Preempted` (exit 128 + signal, the resume command in the
-message). A requeued job continues from its checkpoint (`trainer.resume=auto`).
+message); in a submitit job it exits without a result instead, so that a Slurm requeue
+(SIGTERM at preemption, `scontrol requeue`) is waited for, not reported as a failure. A requeued
+job continues from its checkpoint (`trainer.resume=auto`, or SLURM_RESTART_COUNT > 0).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 from types import FrameType
 
 from mtlrun.errors import Preempted
+
+log = logging.getLogger("mtlrun")
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -47,8 +53,11 @@ class StopSignals:
         if callable(previous):
             previous(signum, None)  # submitit's handler requeues and exits the job
         name = signal.Signals(signum).name
-        raise Preempted(
-            f"stopped by {name} at step {step} (checkpoint written); continue with: "
-            f"mtlrun trainer.resume={resume_dir}",
-            signum,
-        )
+        message = (f"stopped by {name} at step {step} (checkpoint written); continue with: "
+                   f"mtlrun trainer.resume={resume_dir}")  # fmt: skip
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            # Slurm's own preemption (SIGTERM, then requeue): leave no result, so that submitit
+            # keeps waiting for the requeued job rather than recording a failure
+            log.warning(message)
+            raise SystemExit(128 + signum)
+        raise Preempted(message, signum)
