@@ -171,7 +171,12 @@ def spawn(fn: Callable[..., Any], args: tuple, hw: Any, logging_config: dict | N
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
         failure = queue.get() if not queue.empty() else None
-        if failure is None:
+        if failure is None and isinstance(e, mp.ProcessExitedException):  # killed, e.g. by OOM
+            raise MtlrunError(
+                f"data-parallel rank {e.error_index} died ({e}); the other ranks were stopped, "
+                "and the last checkpoint is kept"
+            ) from None
+        if failure is None:  # a bug: the rank's traceback
             raise RuntimeError(f"a data-parallel rank failed: {e}") from None
         handler = previous.get(received[0]) if received else None
         if isinstance(failure, Preempted) and callable(handler):
