@@ -66,6 +66,38 @@ class LSTMConfig:
 
 
 @dataclass
+class TransformerConfig:
+    """A Transformer encoder trained from scratch on a word vocabulary (models/transformer.py);
+    the defaults are the base model of Vaswani et al. 2017."""
+
+    name: str = "transformer"
+    embeddings: EmbeddingsConfig = field(default_factory=lambda: EmbeddingsConfig(dim=512))
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    d_model: int = 512
+    num_layers: int = 6
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    pooling: str = "mean"  # mean or max over the token states, or first (the first token's)
+    max_length: int = 200  # tokens kept per example (per text of a pair)
+    crf: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "num_layers", "num_heads", "ffn_dim", "max_length"):
+            _positive(f"model.{key}", getattr(self, key))
+        _positive("model.embeddings.dim", self.embeddings.dim)
+        if self.d_model % self.num_heads or self.d_model % 2:
+            raise ConfigError(
+                f"model.d_model={self.d_model} must be even and divisible by "
+                f"model.num_heads={self.num_heads}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
+        if self.pooling not in ("mean", "max", "first"):
+            raise ConfigError(f"model.pooling must be mean, max or first (got {self.pooling!r})")
+
+
+@dataclass
 class BertConfig:
     """A pretrained Hugging Face encoder (`AutoModel` + `AutoTokenizer`), shared by all tasks."""
 
@@ -311,7 +343,7 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"lstm": LSTMConfig, "bert": BertConfig},
+    "model": {"lstm": LSTMConfig, "transformer": TransformerConfig, "bert": BertConfig},
     "tasks": {
         "synthetic": SyntheticTasksConfig,
         "multidomain16": MultiDomain16Config,

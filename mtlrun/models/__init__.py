@@ -1,5 +1,6 @@
 """Models: shared encoders and per-task heads. `build_model` picks the encoder by the `model=`
-schema: a word-level (bi)LSTM, or a pretrained Hugging Face encoder."""
+schema: a word-level (bi)LSTM or Transformer (WORD_ENCODERS, by `model.name`), or a pretrained
+Hugging Face encoder."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ def uses_subwords(cfg) -> bool:
     return isinstance(cfg, BertConfig)
 
 
+def word_encoders() -> dict[str, type]:
+    """Encoders over a word vocabulary, by `model.name`: each takes (embedding, cfg)."""
+    from mtlrun.models.lstm import LSTMEncoder
+    from mtlrun.models.transformer import TransformerEncoder
+
+    return {"lstm": LSTMEncoder, "transformer": TransformerEncoder}
+
+
 def build_model(cfg, vocab: list[str] | None, tasks: list[Task], seed: int) -> MultiTaskModel:
     torch.manual_seed(seed)  # parameter initialisation depends on the run seed only
     if uses_subwords(cfg):
@@ -26,9 +35,8 @@ def build_model(cfg, vocab: list[str] | None, tasks: list[Task], seed: int) -> M
         encoder = BertEncoder(cfg)
     else:
         from mtlrun.models.embeddings import build_embedding
-        from mtlrun.models.lstm import LSTMEncoder
 
         generator = torch.Generator().manual_seed(seed)
-        encoder = LSTMEncoder(build_embedding(vocab, cfg.embeddings, generator), cfg)
+        encoder = word_encoders()[cfg.name](build_embedding(vocab, cfg.embeddings, generator), cfg)
     return MultiTaskModel(encoder, [t.kind for t in tasks], [t.num_labels for t in tasks],
                           crf=cfg.crf)  # fmt: skip
