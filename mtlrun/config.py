@@ -223,8 +223,12 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.0  # sgd only
     grad_clip: float | None = 5.0  # max global gradient norm; null = off
-    schedule: str = "constant"  # or rsqrt: inverse square root after warmup_steps
+    # learning-rate schedule (training/optimizers.py base_lr): constant; rsqrt, the inverse
+    # square root of Vaswani et al. (peak lr · d_model^-0.5 · warmup^-0.5); rsqrt_peak, the same
+    # shape peaking at lr; linear warm-up then linear decay to 0 (fine-tuning)
+    schedule: str = "constant"
     warmup_steps: int = 0
+    d_model: int | None = None  # rsqrt's d; null = the encoder's output size
     # lever 4 (docs/schedulers.md §5.3); null = by scheduler category (LR scalers: per_task + lr)
     layout: str | None = None  # shared | per_task (one optimizer per task)
     scale_mode: str | None = None  # lr | grad: how per-task scales apply
@@ -235,7 +239,7 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer.name must be adam, adamw or sgd (got {self.name!r})")
         _positive("optimizer.lr", self.lr)
         for key, value, allowed in (
-            ("schedule", self.schedule, ("constant", "rsqrt")),
+            ("schedule", self.schedule, ("constant", "rsqrt", "rsqrt_peak", "linear")),
             ("layout", self.layout, (None, "shared", "per_task")),
             ("scale_mode", self.scale_mode, (None, "lr", "grad")),
         ):
@@ -243,6 +247,12 @@ class OptimizerConfig:
                 raise ConfigError(f"optimizer.{key} must be one of {allowed} (got {value!r})")
         if self.warmup_steps < 0:
             raise ConfigError(f"optimizer.warmup_steps must be >= 0 (got {self.warmup_steps})")
+        if self.schedule in ("rsqrt", "rsqrt_peak") and self.warmup_steps == 0:
+            raise ConfigError(
+                f"optimizer.schedule={self.schedule} needs optimizer.warmup_steps > 0"
+            )
+        if self.d_model is not None:
+            _positive("optimizer.d_model", self.d_model)
         if self.grad_clip is not None:
             _positive("optimizer.grad_clip", self.grad_clip)
 

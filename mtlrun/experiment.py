@@ -182,6 +182,8 @@ def make_trainer(
         extra=p.scheduler.extra_parameters(),
         layout=layout,
         scale_mode=scale_mode,
+        d_model=model.encoder.output_size,
+        total_steps=c.trainer.max_steps,
     )
     if not episode:
         words = f"{len(p.vocab)} vocabulary words" if p.vocab else f"model {c.model.name}"

@@ -1,4 +1,7 @@
-"""Lever 4 (SCHEDULERS.md §5.3): optimizer layouts and the Adam interaction oracles."""
+"""Lever 4 (docs/schedulers.md §5.3): optimizer layouts, the Adam interaction oracles and the
+learning-rate schedules."""
+
+import math
 
 import numpy as np
 import pytest
@@ -95,9 +98,36 @@ def test_per_task_optimizers_only_step_the_drawn_task():
     assert opt.optimizers[0].state_dict()["state"] == {}  # task 0's Adam never stepped
 
 
-def test_rsqrt_schedule_peaks_at_the_end_of_warmup():
-    cfg = OptimizerConfig(lr=1.5, schedule="rsqrt", warmup_steps=100)
+def test_rsqrt_is_vaswani_et_al_inverse_square_root():
+    """lr · d^-0.5 · min(s^-0.5, s · w^-1.5): Jean et al. 2019's best model (lr 1.5, 40K
+    warm-up, d 512) peaks at 1.5 / sqrt(512 · 40000) = 3.3e-4 when warm-up ends."""
+    cfg = OptimizerConfig(lr=1.5, schedule="rsqrt", warmup_steps=40_000)
+    peak = 1.5 / math.sqrt(512 * 40_000)
+    assert base_lr(cfg, 39_999, d_model=512) == pytest.approx(peak)
+    assert peak == pytest.approx(3.3e-4, rel=0.01)
+    assert base_lr(cfg, 19_999, d_model=512) == pytest.approx(peak / 2)  # linear warm-up
+    assert base_lr(cfg, 159_999, d_model=512) == pytest.approx(peak / 2)  # then 1 / sqrt(s)
+    fixed = OptimizerConfig(lr=1.5, schedule="rsqrt", warmup_steps=40_000, d_model=1024)
+    assert base_lr(fixed, 39_999, d_model=512) == pytest.approx(1.5 / math.sqrt(1024 * 40_000))
+
+
+def test_rsqrt_peak_is_the_same_shape_peaking_at_lr():
+    cfg = OptimizerConfig(lr=1.5, schedule="rsqrt_peak", warmup_steps=100)
     assert base_lr(cfg, 99) == pytest.approx(1.5)
     assert base_lr(cfg, 49) == pytest.approx(0.75)
     assert base_lr(cfg, 399) == pytest.approx(0.75)
     assert base_lr(OptimizerConfig(lr=0.1), 1000) == 0.1
+
+
+def test_linear_warms_up_then_decays_to_zero():
+    cfg = OptimizerConfig(lr=2e-5, schedule="linear", warmup_steps=10)
+    assert base_lr(cfg, 4, total_steps=110) == pytest.approx(1e-5)
+    assert base_lr(cfg, 9, total_steps=110) == pytest.approx(2e-5)
+    assert base_lr(cfg, 60, total_steps=110) == pytest.approx(1e-5)
+    assert base_lr(cfg, 109, total_steps=110) == pytest.approx(2e-5 / 100)
+    assert base_lr(OptimizerConfig(lr=1.0, schedule="linear"), 0, total_steps=4) == 1.0
+
+
+def test_schedules_that_cannot_work_are_refused():
+    with pytest.raises(ConfigError, match="warmup_steps > 0"):
+        OptimizerConfig(schedule="rsqrt")

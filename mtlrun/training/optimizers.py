@@ -48,13 +48,27 @@ def resolve_layout(cfg, category: Category, mode: StepMode) -> tuple[str, str]:
     return layout, scale_mode
 
 
-def base_lr(cfg, t: int) -> float:
-    """The learning rate at global step t: constant, or inverse square root after a linear
-    warm-up, normalised so the peak (at t + 1 = warmup_steps) is `optimizer.lr`."""
-    if cfg.schedule == "constant" or cfg.warmup_steps == 0:
+def base_lr(cfg, t: int, d_model: int | None = None, total_steps: int | None = None) -> float:
+    """The learning rate at global step t (t + 1 = s steps taken):
+    - `constant`: optimizer.lr;
+    - `rsqrt`, the inverse square root of Vaswani et al. 2017 §5.3 that Jean et al. 2019 use:
+      lr · d^-0.5 · min(s^-0.5, s · w^-1.5), peaking at lr · d^-0.5 · w^-0.5 when s = w, with
+      d = optimizer.d_model (null: the encoder's output size) and w = optimizer.warmup_steps;
+      so Jean et al.'s "lr 1.5, 40K warm-up" with d = 512 peaks at 3.3e-4;
+    - `rsqrt_peak`: the same shape rescaled so that its peak is optimizer.lr;
+    - `linear`: linear warm-up to optimizer.lr over w steps, then linear decay to 0 at the last
+      step (fine-tuning)."""
+    if cfg.schedule == "constant":
         return cfg.lr
-    w = cfg.warmup_steps
-    return cfg.lr * math.sqrt(w) * min((t + 1) ** -0.5, (t + 1) * w**-1.5)
+    s, w = t + 1, cfg.warmup_steps
+    if cfg.schedule == "linear":
+        if w and s <= w:
+            return cfg.lr * s / w
+        return cfg.lr * max(0.0, (total_steps - t) / max(1, total_steps - w))
+    shape = min(s**-0.5, s * w**-1.5)
+    if cfg.schedule == "rsqrt_peak":
+        return cfg.lr * math.sqrt(w) * shape
+    return cfg.lr * (cfg.d_model or d_model) ** -0.5 * shape
 
 
 def make_optimizer(cfg, params: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -76,8 +90,17 @@ class TaskOptimizers:
         extra: list[torch.nn.Parameter],
         layout: str,
         scale_mode: str,
+        d_model: int | None = None,
+        total_steps: int | None = None,
     ) -> None:
+        """`d_model`, `total_steps`: the encoder's width and the run's steps, for the rsqrt
+        and linear learning-rate schedules (`base_lr`)."""
         self.cfg = cfg
+        self.d_model, self.total_steps = d_model, total_steps
+        if cfg.schedule == "rsqrt" and not (cfg.d_model or d_model):
+            raise ConfigError("optimizer.schedule=rsqrt needs optimizer.d_model (the model width)")
+        if cfg.schedule == "linear" and total_steps is None:
+            raise ConfigError("optimizer.schedule=linear needs the run's number of steps")
         self.layout = layout
         self.scale_mode = scale_mode
 
@@ -98,7 +121,7 @@ class TaskOptimizers:
 
     def step(self, t: int, tasks: list[int], lr_scales) -> None:
         """Step the optimizer of the trained task(s) at learning rate base_lr(t) · scale."""
-        lr = base_lr(self.cfg, t)
+        lr = base_lr(self.cfg, t, self.d_model, self.total_steps)
         if self.layout == "per_task":
             (k,) = tasks
             # scale_mode=grad: the trainer already scaled this task's loss; never twice

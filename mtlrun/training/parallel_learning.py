@@ -166,7 +166,8 @@ class EpisodeGroup:
         layout, scale_mode = resolve_layout(c.optimizer, p.scheduler.category, p.step_mode)
         heads = [self.model.head_parameters(k) for k in range(len(p.tasks))]
         self.optimizers = TaskOptimizers(c.optimizer, self.model.stacked_parameters(), heads,
-                                         [], layout, scale_mode)  # fmt: skip
+                                         [], layout, scale_mode, models[0].encoder.output_size,
+                                         c.trainer.max_steps)  # fmt: skip
         self.grad_clip = c.optimizer.grad_clip
         self.train_splits = [t.splits["train"] for t in p.encoded]
         t = c.trainer
