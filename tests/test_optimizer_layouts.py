@@ -131,3 +131,16 @@ def test_linear_warms_up_then_decays_to_zero():
 def test_schedules_that_cannot_work_are_refused():
     with pytest.raises(ConfigError, match="warmup_steps > 0"):
         OptimizerConfig(schedule="rsqrt")
+
+
+def test_per_task_optimizers_list_the_shared_parameters_once():
+    """The gradient norm and clipping run over `parameters`: a shared parameter listed once per
+    task would count K times in the norm and be clipped K times."""
+    shared = torch.nn.Parameter(torch.ones(3))
+    heads = [[torch.nn.Parameter(torch.ones(2))] for _ in range(3)]
+    opt = TaskOptimizers(ADAM, [shared], heads, [], "per_task", "lr")
+    assert len(opt.parameters) == 4 and len({id(p) for p in opt.parameters}) == 4
+    shared.grad = torch.full((3,), 10.0)
+    norm = torch.nn.utils.clip_grad_norm_(opt.parameters, 5.0)
+    assert norm.item() == pytest.approx(math.sqrt(300))
+    assert shared.grad.norm().item() == pytest.approx(5.0, rel=1e-4)

@@ -113,7 +113,10 @@ class TaskOptimizers:
             self.optimizers = [make_optimizer(cfg, groups(shared + sum(heads, [])))]
         else:
             self.optimizers = [make_optimizer(cfg, groups(shared + head)) for head in heads]
-        self.parameters = [p for o in self.optimizers for g in o.param_groups for p in g["params"]]
+        # every trained parameter once: per-task optimizers share the encoder's, and a parameter
+        # listed twice would count twice in the gradient norm and be clipped twice
+        every = [p for o in self.optimizers for g in o.param_groups for p in g["params"]]
+        self.parameters = list({id(p): p for p in every}.values())
 
     def zero_grad(self) -> None:
         for o in self.optimizers:
