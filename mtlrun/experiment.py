@@ -124,8 +124,9 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
     """Tasks -> vocabulary and encoded splits -> scheduler (its step mode checked)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     rt = runtime or Runtime()
-    device = device_for(c.hardware)  # (and its threads)
-    device = rt.device if rt.distributed else device
+    device = device_for(c.hardware)  # checked, and torch's threads set
+    if rt.distributed:
+        device = rt.device  # this rank's: cuda:<local rank> on a GPU
     check_cache_writable(c.cache_dir)  # before loading data, not after
     tasks = select_tasks(
         load_tasks(c.tasks, c.seed, c.data_dir),

@@ -78,6 +78,25 @@ TINY = [
 ]  # fmt: skip
 
 
+def compose_run(*overrides: str):
+    """The typed config that `mtlrun *overrides` runs, composed in this process."""
+    from hydra import compose, initialize_config_dir
+
+    from mtlrun.config import register_configs, validate
+    from mtlrun.paths import config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
+def tiny_trainer(run_dir: Path, *overrides: str, base: list[str] = TINY):
+    """The Trainer of `base` (TINY) + overrides, writing to run_dir (no learning phase)."""
+    from mtlrun.experiment import build_trainer
+
+    return build_trainer(compose_run(*base, *overrides), run_dir)
+
+
 def mtlrun(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run the installed `mtlrun` command, as a user would."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}

@@ -10,21 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY
-from hydra import compose, initialize_config_dir
+from conftest import TINY, tiny_trainer
 from torch import nn
 
-from mtlrun.config import register_configs, validate
-from mtlrun.experiment import build_trainer
 from mtlrun.models import Batch
 from mtlrun.models.lstm import LSTMEncoder
 from mtlrun.models.multitask import MultiTaskModel
-from mtlrun.paths import config_dir
 from mtlrun.tasks.spec import Kind
 from mtlrun.training import trainer as trainer_module
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-register_configs()
 
 
 def script(name: str):
@@ -41,9 +36,7 @@ peers = script("bench_peers")
 
 
 def trainer_for(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"cache_dir={tmp_path}", *overrides])
-    return build_trainer(validate(cfg), tmp_path / "run")
+    return tiny_trainer(tmp_path / "run", f"cache_dir={tmp_path}", *overrides)
 
 
 # --- bench_throughput -------------------------------------------------------------------------

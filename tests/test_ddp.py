@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import TINY, compose_run
 
 from mtlrun import launch
-from mtlrun.config import register_configs, validate
 from mtlrun.experiment import make_trainer, prepare
-from mtlrun.paths import config_dir
 
 TOL = 2e-4  # parameters after 40 Adam steps: float32 sums in another order, amplified a little
 
@@ -42,17 +40,11 @@ CASES = {
 }
 
 
-def compose_config(overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return validate(compose("config", overrides=overrides))
-
-
 def train_cases(out: Path, cache: Path, runtime=None) -> None:
     """Train every case; write each rank's final parameters and rank 0's results and logs."""
     rank = runtime.rank if runtime else 0
     for name, overrides in CASES.items():
-        c = compose_config([*BASE, *overrides, f"cache_dir={cache}"])
+        c = compose_run(*BASE, *overrides, f"cache_dir={cache}")
         run_dir = out / name
         run_dir.mkdir(parents=True, exist_ok=True)
         trainer = make_trainer(c, prepare(c, runtime), run_dir, runtime=runtime)
@@ -68,7 +60,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("ddp")
     cache = tmp / "cache"
     train_cases(tmp / "one", cache)  # also fills the cache
-    c = compose_config([*BASE, "hardware=ddp", "hardware.devices=2"])
+    c = compose_run(*BASE, "hardware=ddp", "hardware.devices=2")
     launch.spawn(train_cases, (tmp / "two", cache), c.hardware, None)
     return tmp / "one", tmp / "two"
 
@@ -113,8 +105,6 @@ def test_gradnorm_weights_move_and_match(runs):
 @pytest.mark.slow
 def test_a_torchrun_world_that_does_not_match_is_refused(tmp_path, cache_dir):
     """(torchrun itself trains what `mtlrun hardware=ddp` spawns: tests/test_preemption.py.)"""
-    from conftest import TINY
-
     exe = Path(sys.executable)
     proc = subprocess.run(
         [str(exe.with_name("torchrun")), "--standalone", "--nproc_per_node=2",

@@ -9,22 +9,15 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
-from hydra import compose, initialize_config_dir
+from conftest import tiny_trainer
 
-from mtlrun.config import register_configs, validate
 from mtlrun.errors import ConfigError
-from mtlrun.experiment import build_trainer
-from mtlrun.paths import config_dir
 from mtlrun.training import precision
 from mtlrun.training.precision import GROWTH_INTERVAL, Precision
 
 
 def trainer_for(tmp_path, cache_dir, *overrides):
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, cache_dir, *overrides])
-    return build_trainer(validate(cfg), tmp_path)
+    return tiny_trainer(tmp_path, cache_dir, *overrides)
 
 
 def linear_output_dtypes(trainer) -> set[torch.dtype]:

@@ -17,27 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
-from hydra import compose, initialize_config_dir
+from conftest import tiny_trainer
 
 from mtlrun.atomic import remove_stale_temps, write_text_atomic
-from mtlrun.config import register_configs, validate
 from mtlrun.errors import ConfigError, MtlrunError
-from mtlrun.experiment import build_trainer
 from mtlrun.paths import config_dir
 from mtlrun.schedulers import SCHEDULERS, TaskInfo
 from mtlrun.schedulers.base import scheduler_rng
 from mtlrun.schedulers.qls import POLICY_FORMAT
 from mtlrun.training import checkpoint
 
-register_configs()
 STEPS = 4
 
 
 def trainer_for(tmp: Path, cache: Path, *overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"cache_dir={cache}", *overrides])
-    return build_trainer(validate(cfg), tmp / "run")
+    return tiny_trainer(tmp / "run", f"cache_dir={cache}", *overrides)
 
 
 def same(a, b, where="state"):

@@ -3,21 +3,13 @@
 import copy
 
 import pytest
-from conftest import TINY
-from hydra import compose, initialize_config_dir
+from conftest import tiny_trainer
 
-from mtlrun.config import register_configs, validate
-from mtlrun.experiment import build_trainer
-from mtlrun.paths import config_dir
 from mtlrun.training.batches import collate
-
-register_configs()
 
 
 def trainer_for(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"cache_dir={tmp_path}", *overrides])
-    return build_trainer(validate(cfg), tmp_path / "run")
+    return tiny_trainer(tmp_path / "run", f"cache_dir={tmp_path}", *overrides)
 
 
 def test_batch_accuracy_reaches_kpi_schedulers(tmp_path):

@@ -7,14 +7,11 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
-from hydra import compose, initialize_config_dir
+from conftest import TINY, tiny_trainer
 
-from mtlrun.config import TransformerConfig, register_configs, validate
+from mtlrun.config import TransformerConfig
 from mtlrun.errors import ConfigError
-from mtlrun.experiment import build_trainer
 from mtlrun.models.transformer import TransformerEncoder, sinusoids
-from mtlrun.paths import config_dir
 
 SMALL = ["model=transformer", "model.d_model=32", "model.embeddings.dim=32",
          "model.num_layers=1", "model.num_heads=2", "model.ffn_dim=64"]  # fmt: skip
@@ -74,11 +71,8 @@ def test_nonsense_sizes_are_refused():
 
 
 def trainer_for(tmp_path, cache_dir, *overrides):
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        tiny = [o for o in TINY if not o.startswith("model.")]  # the LSTM's sizes
-        cfg = compose("config", overrides=[*tiny, cache_dir, *SMALL, *overrides])
-    return build_trainer(validate(cfg), tmp_path)
+    tiny = [o for o in TINY if not o.startswith("model.")]  # the LSTM's sizes
+    return tiny_trainer(tmp_path, cache_dir, *SMALL, *overrides, base=tiny)
 
 
 def test_it_learns_the_synthetic_tasks(tmp_path, cache_dir):

@@ -171,17 +171,32 @@ class Trainer:
 
     def _preempt(self, step: int, signum: int) -> None:
         """A stop signal arrived: checkpoint this step, then stop (or let submitit requeue)."""
+        if self.state.step != step:  # an evaluation did not just checkpoint it
+            self._book_time()
+            self.state.step = step
+            if self.log is not None:
+                self.log.flush()
+            self._checkpoint()
+        log.warning("stop signal: checkpoint at step %d written", step)
+        self.stop.hand_over(signum, step, str(self.run_dir))
+
+    def _book_time(self) -> None:
+        """Add the wall time since the last mark to the training loop's."""
         now = time.perf_counter()
         self.state.train_seconds += now - self._clock
         self._clock = now
-        self.state.step = step
-        if self.log is not None:
-            self.log.flush()
-        snapshot = self._snapshot()  # every rank: their RNG states go in
-        if self.rt.is_main and self.cfg.checkpoints:
-            checkpoint.save(self.ckpt_dir / "last.pt", snapshot)
-        log.warning("stop signal: checkpoint at step %d written", step)
-        self.stop.hand_over(signum, step, str(self.run_dir))
+
+    def _checkpoint(self, best: bool = False) -> None:
+        """last.pt (and best.pt) by rank 0; every rank takes part (its RNG states go in)."""
+        if not self.cfg.checkpoints:
+            return
+        snapshot = self._snapshot()
+        if not self.rt.is_main:
+            return
+        if best:
+            checkpoint.save(self.ckpt_dir / "best.pt",
+                            {"step": self.state.step, "model": snapshot["model"]})  # fmt: skip
+        checkpoint.save(self.ckpt_dir / "last.pt", snapshot)
 
     def run_episode(self, steps: int) -> None:
         """One policy-learning episode: `steps` training steps of a fresh model, then the
@@ -421,13 +436,11 @@ class Trainer:
                 for p in schedule_stats.shares(counts)]  # fmt: skip
 
     def _evaluate(self, step: int) -> None:
-        now = time.perf_counter()
+        self._book_time()
         evals = self._dev_evals()
         self._check_dev_losses(step, evals)  # before the step counts as good
         self.state.step = step
         self._guard_collapse(step)
-        self.state.train_seconds += now - self._clock
-        self._clock = now
         scores = {k: e.score for k, e in enumerate(evals)}
         self.scheduler.observe_eval(step, scores, {k: e.loss for k, e in enumerate(evals)})
         probs = self.scheduler.task_distribution(step)
@@ -443,26 +456,22 @@ class Trainer:
         improved = aggregate > self.state.best_score or self.state.best_step == 0
         if improved:
             self.state.best_score, self.state.best_step = aggregate, step
-        snapshot = self._snapshot() if self.cfg.checkpoints else None  # every rank's RNG
-        if not self.rt.is_main:
-            return
-        self.log.flush()
-        self.log.metrics([
-            {"step": step, "task": self.names[k], "split": "dev",
-             "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
-             "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
-             "batches_seen": self.state.batches_seen[k], "schedule": schedule[k], **timing,
-             **({"metrics": e.metrics} if len(e.metrics) > 1 else {}),
-             **({"scheduler": state} if state else {})}
-            for k, e in enumerate(evals)
-        ])  # fmt: skip
-        if improved and snapshot is not None:
-            checkpoint.save(self.ckpt_dir / "best.pt", {"step": step, "model": snapshot["model"]})
-        if snapshot is not None:
-            checkpoint.save(self.ckpt_dir / "last.pt", snapshot)
-        self.display.evaluated(
-            step, aggregate, dict(zip(self.names, (e.score for e in evals), strict=True))
-        )
+        if self.rt.is_main:
+            self.log.flush()
+            self.log.metrics([
+                {"step": step, "task": self.names[k], "split": "dev",
+                 "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
+                 "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
+                 "batches_seen": self.state.batches_seen[k], "schedule": schedule[k], **timing,
+                 **({"metrics": e.metrics} if len(e.metrics) > 1 else {}),
+                 **({"scheduler": state} if state else {})}
+                for k, e in enumerate(evals)
+            ])  # fmt: skip
+        self._checkpoint(best=improved)
+        if self.rt.is_main:
+            self.display.evaluated(
+                step, aggregate, dict(zip(self.names, (e.score for e in evals), strict=True))
+            )
 
     def _parameter_sum(self) -> float:
         with torch.no_grad():
