@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -115,7 +114,7 @@ def kill_when(args: list[str], cwd: Path, run_dir: Path, marker: Path) -> None:
     deadline = time.time() + 120
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()  # a no-op once reaped: never a signal to a reused pid
     proc.wait()
 
 

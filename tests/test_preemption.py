@@ -6,7 +6,6 @@ data-parallel run (2 processes, dropout on, so each rank's RNG must come back as
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ def started_then_signalled(args: list[str], cwd: Path, run: Path, signum: int):
         if metrics.exists() and metrics.read_text().strip():
             break
         time.sleep(0.02)
-    os.kill(proc.pid, signum)
+    proc.send_signal(signum)  # a no-op once reaped: never a signal to a reused pid
     out, err = proc.communicate(timeout=120)
     return proc.returncode, err
 
