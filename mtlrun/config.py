@@ -39,6 +39,57 @@ class EmbeddingsConfig:
 class VocabConfig:
     min_freq: int = 1
     max_size: int = 50_000
+    # 0: a word vocabulary; N > 0: a joint byte-pair-encoding vocabulary of N subwords learned
+    # on the training texts (sources and text outputs), as translation models use
+    subwords: int = 0
+
+    def __post_init__(self) -> None:
+        if self.subwords < 0:
+            raise ConfigError(f"model.vocab.subwords must be >= 0 (got {self.subwords})")
+
+
+DECODERS = ("lstm", "transformer")
+DECODER_SHARING = ("per_task", "shared")
+
+
+@dataclass
+class DecoderConfig:
+    """The output side of seq2seq tasks (models/decoders.py): an LSTM with additive attention
+    (Bahdanau et al. 2015) or a Transformer decoder (Vaswani et al. 2017), reading the shared
+    encoder's token states."""
+
+    name: str = "lstm"  # lstm or transformer
+    sharing: str = "per_task"  # a decoder per seq2seq task, or one shared by all of them
+    embedding_dim: int = 64  # output-token embeddings (transformer: d_model)
+    hidden_size: int = 64  # lstm: state size; transformer: d_model
+    num_layers: int = 1
+    num_heads: int = 4  # transformer
+    ffn_dim: int = 256  # transformer
+    dropout: float = 0.1
+    tie_embeddings: bool = True  # output projection shares the output-token embeddings
+    label_smoothing: float = 0.0  # of the token-level cross-entropy (0.1 in Vaswani et al.)
+    beam_size: int = 1  # 1 = greedy decoding at evaluation
+    length_penalty: float = 1.0  # beam scores are log p / length^alpha (GNMT-style when != 1)
+    max_output_ratio: float = 1.5  # decode at most ratio * source length + 10 tokens
+
+    def __post_init__(self) -> None:
+        if self.name not in DECODERS:
+            raise ConfigError(f"model.decoder.name must be one of {', '.join(DECODERS)} "
+                              f"(got {self.name!r})")  # fmt: skip
+        if self.sharing not in DECODER_SHARING:
+            raise ConfigError(f"model.decoder.sharing must be one of "
+                              f"{', '.join(DECODER_SHARING)} (got {self.sharing!r})")  # fmt: skip
+        for key in ("embedding_dim", "hidden_size", "num_layers", "num_heads", "ffn_dim",
+                    "beam_size", "max_output_ratio"):  # fmt: skip
+            _positive(f"model.decoder.{key}", getattr(self, key))
+        if self.name == "transformer" and self.hidden_size % self.num_heads:
+            raise ConfigError(f"model.decoder.hidden_size={self.hidden_size} must be divisible "
+                              f"by model.decoder.num_heads={self.num_heads}")  # fmt: skip
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.decoder.dropout must be in [0, 1) (got {self.dropout})")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError("model.decoder.label_smoothing must be in [0, 1) "
+                              f"(got {self.label_smoothing})")  # fmt: skip
 
 
 @dataclass
@@ -53,6 +104,7 @@ class LSTMConfig:
     pooling: str = "last"  # last (the final hidden state, the QLS paper §3), max or mean
     max_length: int = 200  # tokens kept per example (per text of a pair)
     crf: bool = False  # CRF output layer for tagging tasks (Viterbi decoding; the QLS paper §5.2)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # seq2seq tasks only
 
     def __post_init__(self) -> None:
         _positive("model.hidden_size", self.hidden_size)
@@ -81,6 +133,11 @@ class TransformerConfig:
     pooling: str = "mean"  # mean or max over the token states, or first (the first token's)
     max_length: int = 200  # tokens kept per example (per text of a pair)
     crf: bool = False
+    decoder: DecoderConfig = field(
+        default_factory=lambda: DecoderConfig(name="transformer", embedding_dim=512,
+                                              hidden_size=512, num_layers=6, num_heads=8,
+                                              ffn_dim=2048, label_smoothing=0.1)
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for key in ("d_model", "num_layers", "num_heads", "ffn_dim", "max_length"):

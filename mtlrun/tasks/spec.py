@@ -10,6 +10,7 @@ class Kind(StrEnum):
     CLASSIFICATION = "classification"  # one label per text
     PAIR_CLASSIFICATION = "pair_classification"  # one label per pair of texts (NLI, paraphrase)
     TAGGING = "tagging"  # one label per token
+    SEQ2SEQ = "seq2seq"  # an output sequence per text (translation, tags or a parse as a sequence)
 
 
 class Metric(StrEnum):
@@ -18,6 +19,7 @@ class Metric(StrEnum):
     TOKEN_ACCURACY = "token_accuracy"  # for tag sets without spans (POS)
     BINARY_F1 = "binary_f1"  # F1 of the positive class (label 1) of a binary task (MRPC)
     ROC_AUC = "roc_auc"  # area under the ROC curve of label 1's probability (binary tasks)
+    BLEU = "bleu"  # corpus BLEU of detokenised output (sacrebleu, 13a tokenisation, cased)
 
     @property
     def higher_is_better(self) -> bool:
@@ -27,7 +29,10 @@ class Metric(StrEnum):
 @dataclass
 class Split:
     """Examples of one split. `labels[i]` is an int (classification) or a list of ints (tagging);
-    pair tasks hold the second text of each pair in `pair`."""
+    pair tasks hold the second text of each pair in `pair`. A seq2seq task's `labels[i]` is its
+    output sequence: a list of words (a text output, e.g. a translation, encoded with the run's
+    word or subword vocabulary) or a list of ints indexing `Task.label_names` (a symbol output,
+    e.g. POS tags or a linearised parse)."""
 
     tokens: list[list[str]]
     labels: list
