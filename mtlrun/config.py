@@ -17,6 +17,8 @@ from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 from mtlrun.errors import ConfigError
 from mtlrun.schedulers import SCHEDULERS
 from mtlrun.tasks.glue import GlueTasksConfig
+from mtlrun.tasks.mt_syntax import MtSyntaxConfig
+from mtlrun.tasks.translation import Multi30kConfig, Wmt14EnDeConfig, WmtMultilingualConfig
 from mtlrun.tasks.xnli import XnliTasksConfig
 
 
@@ -417,6 +419,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "conll": ConllTasksConfig,
         "glue": GlueTasksConfig,
         "xnli": XnliTasksConfig,
+        "multi30k": Multi30kConfig,
+        "wmt14_en_de": Wmt14EnDeConfig,
+        "wmt_multilingual": WmtMultilingualConfig,
+        "mt_syntax": MtSyntaxConfig,
     },
     "optimizer": {"optimizer": OptimizerConfig},
     "hardware": {"hardware": HardwareConfig},

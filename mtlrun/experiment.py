@@ -178,7 +178,7 @@ def make_trainer(
     layout, scale_mode = resolve_layout(c.optimizer, p.scheduler.category, p.step_mode)
     optimizers = TaskOptimizers(
         c.optimizer,
-        shared=list(model.encoder.parameters()),
+        shared=model.shared_parameters(),
         heads=[model.task_parameters(k) for k in range(len(model.heads))],
         extra=p.scheduler.extra_parameters(),
         layout=layout,

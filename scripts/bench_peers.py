@@ -87,7 +87,6 @@ from mtlrun.config import register_configs, validate
 from mtlrun.experiment import build_trainer
 from mtlrun.paths import config_dir
 from mtlrun.schedulers import StepMode
-from mtlrun.training.batches import collate
 
 INSTALL = "pip install --no-deps LibMTL==1.1.5"
 
@@ -304,7 +303,7 @@ def setup(method: Method, overrides: list[str], tmp: Path, total_steps: int) -> 
     loop = LibMTLLoop(harness, optimizer, weight_args, epoch_steps)
     streams = copy.deepcopy(trainer.streams)  # the exact batches the trainer will draw
     batches = [
-        [(k, collate(trainer.tasks[k].splits["train"], s.next(), trainer.tagging[k], device))
+        [(k, trainer.kinds[k].collate(trainer.tasks[k].splits["train"], s.next(), device))
          for k, s in enumerate(streams)]
         for _ in range(total_steps)
     ]  # fmt: skip

@@ -27,7 +27,6 @@ from mtlrun.config import register_configs, validate
 from mtlrun.experiment import build_trainer
 from mtlrun.paths import config_dir
 from mtlrun.schedulers import SCHEDULERS, Category, StepMode
-from mtlrun.training.batches import collate
 
 # options a scheduler cannot run without, for the 5-task synthetic suite
 BASELINES = "{sent0: 0.9, sent1: 0.85, sent2: 0.8, sent3: 0.75, entities: 0.95}"
@@ -86,8 +85,8 @@ def backward_seconds(trainer, repeats: int = 30) -> float:
     for _ in range(repeats):
         losses = []
         for k, stream in enumerate(trainer.streams):
-            batch = collate(trainer.tasks[k].splits["train"], stream.next(), trainer.tagging[k],
-                            trainer.device)  # fmt: skip
+            split = trainer.tasks[k].splits["train"]
+            batch = trainer.kinds[k].collate(split, stream.next(), trainer.device)
             losses.append(trainer.model(k, batch).loss)
         trainer.optimizers.zero_grad()
         loss = sum(losses)

@@ -61,8 +61,6 @@ from mtlrun.config import register_configs, validate
 from mtlrun.experiment import build_trainer
 from mtlrun.paths import config_dir
 from mtlrun.schedulers import StepMode
-from mtlrun.training import trainer as trainer_module
-from mtlrun.training.batches import collate
 
 # Dense (no sparsity) peak TFLOP/s by device name (matched as a substring, first match wins):
 # bf16/fp16 on tensor cores, fp32 on the CUDA cores (non-tensor). Sources: NVIDIA H200 product
@@ -273,7 +271,7 @@ def labels(trainer):
     parts = [
         (trainer, "_train_step", "other"),
         (trainer, "_draw", "data"),
-        (trainer_module, "collate", "data"),
+        *[(kind, "collate", "data") for kind in {id(k): k for k in trainer.kinds}.values()],
         (trainer.model, "forward", "forward"),
         (trainer.optimizers, "step", "optimizer"),
         (trainer.optimizers, "zero_grad", "optimizer"),
@@ -397,8 +395,8 @@ def main() -> None:
         warm = args.warmup
         plans = draw_steps(trainer, warm + args.steps * args.rounds)
         batches = [
-            [(k, collate(trainer.tasks[k].splits["train"], index, trainer.tagging[k],
-                         trainer.device), f) for k, index, f in plan]
+            [(k, trainer.kinds[k].collate(trainer.tasks[k].splits["train"], index,
+                                          trainer.device), f) for k, index, f in plan]
             for plan in plans
         ]  # fmt: skip
         clip = c.optimizer.grad_clip or float("inf")

@@ -160,3 +160,17 @@ def save_tiny_bert(directory: Path, texts: list[str]) -> Path:
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def model_for(encoder, kinds: list, num_labels: list[int], crf: bool = False):
+    """A MultiTaskModel over `encoder` with the heads the task kinds build for tasks of these
+    kinds and label counts (what build_model does from real tasks)."""
+    from types import SimpleNamespace
+
+    from mtlrun.kinds import KINDS
+    from mtlrun.models.multitask import MultiTaskModel
+
+    cfg, shared = SimpleNamespace(crf=crf), {}
+    heads = [KINDS[kind].head(encoder, SimpleNamespace(kind=kind, num_labels=n), cfg, shared)
+             for kind, n in zip(kinds, num_labels, strict=True)]  # fmt: skip
+    return MultiTaskModel(encoder, heads)

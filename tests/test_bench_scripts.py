@@ -10,14 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY, tiny_trainer
+from conftest import TINY, model_for, tiny_trainer
 from torch import nn
 
 from mtlrun.models import Batch
 from mtlrun.models.lstm import LSTMEncoder
-from mtlrun.models.multitask import MultiTaskModel
 from mtlrun.tasks.spec import Kind
-from mtlrun.training import trainer as trainer_module
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -56,7 +54,7 @@ def test_flop_count_sees_the_lstm_matrix_products():
     hidden, dim, n, length = 16, 8, 4, 6
     cfg = SimpleNamespace(dropout=0.0, hidden_size=hidden, num_layers=1, bidirectional=True,
                           pooling="last")  # fmt: skip
-    model = MultiTaskModel(LSTMEncoder(nn.Embedding(30, dim), cfg), [Kind.CLASSIFICATION], [3])
+    model = model_for(LSTMEncoder(nn.Embedding(30, dim), cfg), [Kind.CLASSIFICATION], [3])
     batch = Batch(ids=torch.randint(1, 30, (n, length)), lengths=torch.full((n,), length),
                   labels=torch.randint(0, 3, (n,)))  # fmt: skip
     flops = throughput.count_flops(model, [[(0, batch, 1.0)]])
@@ -74,8 +72,8 @@ def test_bare_loop_trains_on_the_trainers_batches(tmp_path):
         model = throughput.bare_copy(tr.model, compile_encoder=False)
         ref = tr.optimizers.optimizers[0]
         optimizer = type(ref)(model.parameters(), **ref.defaults)
-        steps = [[(k, throughput.collate(tr.tasks[k].splits["train"], i, tr.tagging[k],
-                                         tr.device), f) for k, i, f in plan]
+        steps = [[(k, tr.kinds[k].collate(tr.tasks[k].splits["train"], i, tr.device), f)
+                  for k, i, f in plan]
                  for plan in throughput.draw_steps(tr, 3)]  # fmt: skip
         assert len(steps[0]) == (1 if mode == "single" else len(tr.tasks))
         for t in range(3):
@@ -101,13 +99,12 @@ def test_bare_copy_of_a_compiled_encoder_is_its_own_model(tmp_path):
 
 def test_profile_attributes_the_step_and_restores_the_trainer(tmp_path):
     tr = trainer_for(tmp_path, "scheduler=uniform")
-    collate_before = trainer_module.collate
     per_step, lines = throughput.profile(tr, 0, 3)
     for part in ("forward", "backward", "optimizer", "data", "scheduler+logging"):
         assert per_step[part] > 0, part
     assert len(lines) == 1 + len(throughput.CATEGORIES)
     assert "_train_step" not in vars(tr) and "forward" not in vars(tr.model)
-    assert trainer_module.collate is collate_before
+    assert all("collate" not in vars(kind) for kind in tr.kinds)
 
 
 def test_category_is_the_nearest_labelled_caller():

@@ -4,6 +4,7 @@ per token, marginals as log-probabilities, Viterbi paths back at the batch's pos
 from __future__ import annotations
 
 import torch
+from conftest import model_for
 
 from mtlrun.config import LSTMConfig
 from mtlrun.models.lstm import LSTMEncoder
@@ -36,7 +37,7 @@ def test_pair_vector_is_u_v_absdiff_product_of_the_texts_encoded_alone():
 
 def crf_model(n_tags=3) -> MultiTaskModel:
     torch.manual_seed(1)
-    return MultiTaskModel(lstm(), [Kind.TAGGING], [n_tags], crf=True).eval()
+    return model_for(lstm(), [Kind.TAGGING], [n_tags], crf=True).eval()
 
 
 def test_crf_losses_share_each_sentence_nll_over_its_tokens():
@@ -46,14 +47,14 @@ def test_crf_losses_share_each_sentence_nll_over_its_tokens():
     out = model(0, batch)
     assert out.example_losses.shape == (6,) and out.example_labels.tolist() == [0, 1, 2, 1, 2, 0]
     states, _ = model.encoder(batch.ids, batch.lengths)
-    emissions = model.heads[0](states)
+    emissions = model.heads[0].linear(states)
     mask = labels != IGNORE
-    nll = model.crfs["0"].nll(emissions, labels, mask)
+    nll = model.heads[0].crf.nll(emissions, labels, mask)
     torch.testing.assert_close(out.example_losses[:4].sum(), nll[0])
     torch.testing.assert_close(out.example_losses[4:].sum(), nll[1])
     marginals = out.example_log_probs.exp()
     torch.testing.assert_close(marginals.sum(-1), torch.ones(6))
-    assert torch.equal(out.predictions(), model.crfs["0"].decode(emissions, mask))
+    assert torch.equal(out.predictions(), model.heads[0].crf.decode(emissions, mask))
 
 
 def test_crf_runs_over_labelled_positions_only_as_with_subwords():
@@ -64,11 +65,11 @@ def test_crf_runs_over_labelled_positions_only_as_with_subwords():
     gapped = torch.tensor([[IGNORE, 1, IGNORE, 2, 0]])
     out = model(0, Batch(ids, torch.tensor([5]), gapped))
     states, _ = model.encoder(ids, torch.tensor([5]))
-    emissions = model.heads[0](states)[:, [1, 3, 4]]
+    emissions = model.heads[0].linear(states)[:, [1, 3, 4]]
     compact = torch.tensor([[1, 2, 0]])
     mask = torch.ones(1, 3, dtype=torch.bool)
     torch.testing.assert_close(
-        out.example_losses.sum(), model.crfs["0"].nll(emissions, compact, mask)[0]
+        out.example_losses.sum(), model.heads[0].crf.nll(emissions, compact, mask)[0]
     )
-    path = model.crfs["0"].decode(emissions, mask)[0]
+    path = model.heads[0].crf.decode(emissions, mask)[0]
     assert out.predictions()[0, [1, 3, 4]].tolist() == path.tolist()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import save_tiny_bert
+from conftest import model_for, save_tiny_bert
 from test_trainer import trainer_for
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -74,7 +74,7 @@ def build(kind: str, bert_dir=None, encoder: nn.Module | None = None) -> MultiTa
             "bert": lambda: BertEncoder(BertConfig(name=str(bert_dir), dropout=P)),
             "transformer": lambda: TransformerStub(),
         }[kind]()
-    return MultiTaskModel(encoder, KINDS, LABELS).train()
+    return model_for(encoder, KINDS, LABELS).train()
 
 
 def body(model: MultiTaskModel) -> nn.Module:
@@ -170,7 +170,7 @@ def test_bert_attention_dropout_samples(bert_dir, tmp_path):
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=P)
     (path / "config.json").write_text(json.dumps(config))
     torch.manual_seed(0)
-    model = MultiTaskModel(BertEncoder(BertConfig(name=str(path))), KINDS, LABELS)
+    model = model_for(BertEncoder(BertConfig(name=str(path))), KINDS, LABELS)
     declared = model.encoder.mc_dropout_modules()
     assert declared and {type(m).__name__ for m in declared} == {"BertSelfAttention"}
     assert all(m in mc_dropout_modules(model, "all") for m in declared)
@@ -217,7 +217,7 @@ def test_heads_needs_a_head_dropout_and_scopes_are_checked():
             self.linear, self.dropout = nn.Linear(4, 4), nn.Dropout(P)
             self.output_size = self.pair_output_size = 4
 
-    model = MultiTaskModel(Bare(), [Kind.CLASSIFICATION], [2])
+    model = model_for(Bare(), [Kind.CLASSIFICATION], [2])
     assert model.encoder.dropout in mc_dropout_modules(model, "all")
     with pytest.raises(ConfigError, match="head_dropout"):
         mc_dropout_modules(model, "heads")

@@ -5,8 +5,6 @@ import copy
 import pytest
 from conftest import tiny_trainer
 
-from mtlrun.training.batches import collate
-
 
 def trainer_for(tmp_path, *overrides):
     return tiny_trainer(tmp_path / "run", f"cache_dir={tmp_path}", *overrides)
@@ -18,7 +16,7 @@ def test_batch_accuracy_reaches_kpi_schedulers(tmp_path):
     index = copy.deepcopy(tr.streams[k]).next()
     before = copy.deepcopy(tr.model)  # the KPI is the accuracy of the model that took the step
     tr._train_step(0)
-    out = before(k, collate(tr.tasks[k].splits["train"], index, tr.tagging[k], tr.device))
+    out = before(k, tr.kinds[k].collate(tr.tasks[k].splits["train"], index, tr.device))
     accuracy = (out.example_log_probs.argmax(-1) == out.example_labels).float().mean().item()
     assert tr.scheduler.kappa[k] == pytest.approx(accuracy)  # the first KPI is taken as is
 

@@ -38,5 +38,7 @@ def build_model(cfg, vocab: list[str] | None, tasks: list[Task], seed: int) -> M
 
         generator = torch.Generator().manual_seed(seed)
         encoder = word_encoders()[cfg.name](build_embedding(vocab, cfg.embeddings, generator), cfg)
-    return MultiTaskModel(encoder, [t.kind for t in tasks], [t.num_labels for t in tasks],
-                          crf=cfg.crf)  # fmt: skip
+    from mtlrun.kinds import kind_of
+
+    shared: dict = {}  # modules that heads of several tasks share (a shared decoder)
+    return MultiTaskModel(encoder, [kind_of(t).head(encoder, t, cfg, shared) for t in tasks])

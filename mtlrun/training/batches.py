@@ -14,31 +14,82 @@ from mtlrun.tasks.encode import IGNORE, EncodedSplit
 
 
 def bucketed_epoch(
-    lengths: np.ndarray, batch_size: int, bucket_batches: int, rng: np.random.Generator
+    lengths: np.ndarray,
+    batch_size: int,
+    bucket_batches: int,
+    rng: np.random.Generator,
+    max_tokens: int | None = None,
 ) -> list[np.ndarray]:
     """One epoch of batches: shuffle, sort pools of `bucket_batches` batches by length (so each
-    batch holds similar lengths and little padding), cut into batches, shuffle the batches."""
+    batch holds similar lengths and little padding), cut into batches, shuffle the batches.
+
+    With `max_tokens`, a batch also holds at most `max_tokens` padded tokens, `len(batch) *
+    max(lengths[batch]) <= max_tokens` (as fairseq counts), but at least one example; a pool is
+    still `batch_size * bucket_batches` examples and `batch_size` still caps a batch. `lengths`
+    are whatever the caller counts per example (source lengths, or max(source, target))."""
     order = rng.permutation(len(lengths))
     pool = batch_size * bucket_batches
     batches = []
     for start in range(0, len(order), pool):
         chunk = order[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        if max_tokens is None:
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        else:
+            batches.extend(_token_cuts(chunk, lengths[chunk], batch_size, max_tokens))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _token_cuts(
+    chunk: np.ndarray, sorted_lengths: np.ndarray, batch_size: int, max_tokens: int
+) -> list[np.ndarray]:
+    """Cut `chunk`, sorted by length, greedily into batches of at most `batch_size` examples
+    and `max_tokens` padded tokens (at least one example each). Sorted, a batch's padded size
+    `k * lengths[i + k - 1]` grows with k, so its largest k is found by binary search."""
+    out, i = [], 0
+    while i < len(chunk):
+        window = sorted_lengths[i : i + batch_size].astype(np.int64)
+        padded = np.arange(1, len(window) + 1) * window
+        k = max(1, int(np.searchsorted(padded, max_tokens, side="right")))
+        out.append(chunk[i : i + k])
+        i += k
+    return out
+
+
+def count_batches(
+    lengths: np.ndarray, batch_size: int, bucket_batches: int, max_tokens: int | None = None
+) -> int:
+    """Batches per epoch: exactly ceil(n / batch_size) without `max_tokens`; with it, the count
+    of a reference epoch (drawn with seed 0), an estimate, since each epoch draws other pools
+    and so may cut a few batches more or fewer."""
+    if max_tokens is None:
+        return math.ceil(len(lengths) / batch_size)
+    rng = np.random.default_rng(0)
+    return len(bucketed_epoch(lengths, batch_size, bucket_batches, rng, max_tokens))
 
 
 class BatchStream:
     """Endless training batches of one task. Its state is the RNG state at the start of the
-    current epoch plus a cursor, so a resumed stream regenerates the epoch and continues."""
+    current epoch plus a cursor, so a resumed stream regenerates the epoch and continues (built
+    with the same lengths, batch_size, bucket_batches and max_tokens). With `max_tokens`,
+    batches are capped by padded tokens too (see `bucketed_epoch`)."""
 
     def __init__(
-        self, lengths: np.ndarray, batch_size: int, bucket_batches: int, rng: np.random.Generator
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        bucket_batches: int,
+        rng: np.random.Generator,
+        max_tokens: int | None = None,
     ) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1 (got {max_tokens})")
         self.lengths = lengths
         self.batch_size = batch_size
         self.bucket_batches = bucket_batches
         self.rng = rng
+        self.max_tokens = max_tokens
+        self._n_batches: int | None = None
         self.epoch = -1
         self._epoch_start_state: dict | None = None
         self._batches: list[np.ndarray] = []
@@ -48,7 +99,18 @@ class BatchStream:
 
     @property
     def n_batches(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        """Batches per epoch: exact without `max_tokens`, else an estimate that does not
+        change over the stream's life (see `count_batches`); `epoch_batches` is exact."""
+        if self._n_batches is None:
+            self._n_batches = count_batches(
+                self.lengths, self.batch_size, self.bucket_batches, self.max_tokens
+            )
+        return self._n_batches
+
+    @property
+    def epoch_batches(self) -> int:
+        """Batches in the current epoch (before the first batch: `n_batches`)."""
+        return len(self._batches) if self.epoch >= 0 else self.n_batches
 
     def next(self) -> np.ndarray:
         if self._cursor == len(self._batches):
@@ -70,7 +132,9 @@ class BatchStream:
 
     def _start_epoch(self) -> None:
         self._epoch_start_state = copy.deepcopy(self.rng.bit_generator.state)
-        self._batches = bucketed_epoch(self.lengths, self.batch_size, self.bucket_batches, self.rng)
+        self._batches = bucketed_epoch(
+            self.lengths, self.batch_size, self.bucket_batches, self.rng, self.max_tokens
+        )
         self._flat = np.concatenate(self._batches) if self._batches else self._flat[:0]
         self.epoch += 1
         self._cursor = 0

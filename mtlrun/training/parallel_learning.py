@@ -20,13 +20,14 @@ import numpy as np
 import torch
 
 from mtlrun.errors import ConfigError
+from mtlrun.kinds import kind_of
 from mtlrun.models import build_model
 from mtlrun.report.progress import ProgressDisplay
 from mtlrun.schedulers import Scheduler, SignalRequest, Signals, TaskOutputs
 from mtlrun.tasks.encode import EncodedTask
 from mtlrun.tasks.spec import Metric
 from mtlrun.training import checkpoint
-from mtlrun.training.batches import BatchStream, collate
+from mtlrun.training.batches import BatchStream
 from mtlrun.training.metrics import compute_metric
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.policy_learning import resume_learning
@@ -124,7 +125,8 @@ class ReplicaMeter:
         ce = np.empty((len(replicas), len(examples)), np.float32)
         rows = max(1, self.sequences // len(replicas))
         for index in dev_batches(examples, split.lengths, rows):
-            p, c = model.evaluate(k, collate(split, index, False, self.device), replicas)
+            batch = kind_of(self.tasks[k].task).collate(split, index, self.device)
+            p, c = model.evaluate(k, batch, replicas)
             at = np.searchsorted(examples, index)
             probs[:, at], ce[:, at] = p.cpu().numpy(), c.cpu().numpy()
         return probs, ce
@@ -170,6 +172,7 @@ class EpisodeGroup:
                                          c.trainer.max_steps)  # fmt: skip
         self.grad_clip = c.optimizer.grad_clip
         self.train_splits = [t.splits["train"] for t in p.encoded]
+        self.kinds = [kind_of(t.task) for t in p.encoded]
         t = c.trainer
         self.streams = [
             [BatchStream(split.lengths, t.batch_size, t.bucket_batches,
@@ -182,8 +185,9 @@ class EpisodeGroup:
 
     def train_step(self, t: int, tasks: list[int]) -> None:
         """Replica i trains one minibatch of task tasks[i] (Trainer._train_step, SINGLE mode)."""
-        batches = [collate(self.train_splits[k], self.streams[i][k].next(), False,
-                           torch.device("cpu")) for i, k in enumerate(tasks)]  # fmt: skip
+        cpu = torch.device("cpu")
+        batches = [self.kinds[k].collate(self.train_splits[k], self.streams[i][k].next(), cpu)
+                   for i, k in enumerate(tasks)]  # fmt: skip
         self.optimizers.zero_grad()
         # replicas share no parameter, so the sum's gradient is each replica's own
         self.model(tasks, stack_batches(batches, self.device)).sum().backward()

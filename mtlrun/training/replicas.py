@@ -3,7 +3,7 @@ learning episodes, docs/learned_schedulers.md).
 
 The encoder's parameters are stacked along a leading replica axis and the (bi)LSTM recurrence
 runs as batched matrix products over it, so one forward / backward trains N models. Each
-replica keeps its own task heads (`heads[i][k]`, ordinary `nn.Linear`s): the heads a replica
+replica keeps its own task heads (`heads[i][k]`, classification heads: one nn.Linear each): the heads a replica
 did not train this step get no gradient, so a stock optimizer over these parameters skips them
 exactly as the serial model's optimizer does. Adam, AdamW and SGD are elementwise, so one
 optimizer over the stacked tensors equals N independent ones; gradient clipping is the one
@@ -147,8 +147,8 @@ class ReplicatedLSTMModel(nn.Module):
     def _logits(self, task: int, pooled: torch.Tensor, replicas: Sequence[int]) -> torch.Tensor:
         """pooled [R, B, H] through task `task`'s head of each listed replica -> [R, B, C]."""
         heads = [self.heads[i][task] for i in replicas]
-        weight = torch.stack([h.weight for h in heads])  # [R, C, H]
-        bias = torch.stack([h.bias for h in heads])  # [R, C]
+        weight = torch.stack([h.linear.weight for h in heads])  # [R, C, H]
+        bias = torch.stack([h.linear.bias for h in heads])  # [R, C]
         return torch.baddbmm(bias[:, None, :], pooled, weight.transpose(1, 2))
 
     def _encode(

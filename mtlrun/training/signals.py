@@ -21,13 +21,12 @@ import torch
 from torch import nn
 
 from mtlrun.errors import ConfigError
+from mtlrun.kinds import kind_of
 from mtlrun.models import Batch, MultiTaskModel
 from mtlrun.schedulers import SignalRequest, Signals, TaskOutputs
 from mtlrun.schedulers.uncertainty import MC_DROPOUT_SCOPES
 from mtlrun.tasks.encode import EncodedTask
-from mtlrun.tasks.spec import Kind, Metric
-from mtlrun.training.batches import collate
-from mtlrun.training.metrics import compute_metric
+from mtlrun.tasks.spec import Metric
 
 
 def dev_rows(selection: np.ndarray | None, n: int) -> np.ndarray:
@@ -181,11 +180,11 @@ class SignalMeter:
         """Per example: softmax rows ([rows, C] or, with m > 1, [rows, C, M]), the eval-pass
         cross-entropy per row and the gold labels. M copies share one forward pass."""
         split = self.tasks[k].splits["dev"]
-        tagging = self.tasks[k].task.kind == Kind.TAGGING
+        kind = kind_of(self.tasks[k].task)
         result = {}
         size = max(1, self.batch_size // m)
         for index in dev_batches(examples, split.lengths, size):
-            batch = collate(split, index, tagging, self.device)
+            batch = kind.collate(split, index, self.device)
             out = model(k, _tile(batch, m) if m > 1 else batch)
             probs = out.example_log_probs.float().exp()
             rows = len(out.example_labels) // m  # rows of one copy
@@ -193,10 +192,7 @@ class SignalMeter:
             probs = probs.cpu().numpy() if m > 1 else probs[..., 0].cpu().numpy()
             ce = out.example_losses[:rows].cpu().numpy()
             gold = out.example_labels[:rows].cpu().numpy()
-            counts = (
-                (batch.labels != -100).sum(1).cpu().numpy() if tagging else np.ones(len(index), int)
-            )
-            bounds = np.concatenate([[0], np.cumsum(counts)])
+            bounds = np.concatenate([[0], np.cumsum(kind.rows(batch))])
             for j, example in enumerate(index):
                 a, b = bounds[j], bounds[j + 1]
                 result[int(example)] = (probs[a:b], ce[a:b], gold[a:b])
@@ -204,15 +200,13 @@ class SignalMeter:
 
     def _score(self, k: int, rows: list[tuple]) -> tuple[float, float]:
         """The task's primary metric and mean cross-entropy over the given examples."""
-        task = self.tasks[k].task
-        tagging = task.kind == Kind.TAGGING
-        gold = [g if tagging else int(g[0]) for _, _, g in rows]
-        pred = [p.argmax(-1) if tagging else int(p[0].argmax()) for p, _, _ in rows]
+        task, kind = self.tasks[k].task, kind_of(self.tasks[k].task)
+        gold, pred = kind.row_outcomes([g for _, _, g in rows], [p for p, _, _ in rows])
         positive = None  # label 1's probability, for ROC-AUC only
         if task.metric == Metric.ROC_AUC:
             positive = [float(p[0][1]) for p, _, _ in rows]
         ce = np.concatenate([c for _, c, _ in rows])
-        score = compute_metric(task.metric, gold, pred, task.label_names, positive)
+        score = kind_of(task).score(task.metric, gold, pred, self.tasks[k], positive)
         return score, float(ce.mean())
 
 

@@ -46,13 +46,13 @@ import numpy as np
 import torch
 
 from mtlrun.errors import Diverged, MtlrunError
+from mtlrun.kinds import kind_of
 from mtlrun.models import MultiTaskModel
 from mtlrun.report.progress import ProgressDisplay
 from mtlrun.schedulers import Scheduler, StepMode
 from mtlrun.tasks.encode import EncodedTask
-from mtlrun.tasks.spec import Kind
 from mtlrun.training import checkpoint, schedule_stats
-from mtlrun.training.batches import BatchStream, collate
+from mtlrun.training.batches import BatchStream
 from mtlrun.training.evaluate import Evaluation, evaluate
 from mtlrun.training.optimizers import TaskOptimizers
 from mtlrun.training.precision import Precision
@@ -116,7 +116,7 @@ class Trainer:
         self.run_dir = run_dir
         self.device = device
         self.names = [t.task.name for t in tasks]
-        self.tagging = [t.task.kind == Kind.TAGGING for t in tasks]
+        self.kinds = [kind_of(t.task) for t in tasks]
         self.streams = [
             BatchStream(t.splits["train"].lengths, self.cfg.batch_size, self.cfg.bucket_batches,
                         np.random.default_rng([cfg.seed, 1009, k]))
@@ -267,7 +267,7 @@ class Trainer:
     def _forward(self, k: int, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Task k's per-row training losses on examples `index` (with their graph), and the
         rows' hits (1.0 where the model's guess is right) if the scheduler observes accuracy."""
-        batch = collate(self.tasks[k].splits["train"], index, self.tagging[k], self.device)
+        batch = self.kinds[k].collate(self.tasks[k].splits["train"], index, self.device)
         with self.precision.autocast():
             out = self.model(k, batch)
         rows = self.scheduler.example_losses(k, out.example_losses.float(), out.example_labels)
@@ -396,8 +396,7 @@ class Trainer:
         self.model.eval()
         losses = {}
         for k, stream in enumerate(self.probe_streams):
-            batch = collate(self.tasks[k].splits["train"], stream.next(), self.tagging[k],
-                            self.device)  # fmt: skip
+            batch = self.kinds[k].collate(self.tasks[k].splits["train"], stream.next(), self.device)
             losses[k] = self.model(k, batch).loss.item()
         self.model.train()
         return losses
