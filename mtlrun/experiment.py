@@ -32,7 +32,8 @@ from mtlrun.schedulers import (
     resolve_step_mode,
     scheduler_class,
 )
-from mtlrun.tasks import Task, load_tasks
+from mtlrun.tasks import Kind, Task, load_tasks
+from mtlrun.tasks.bpe import BpeEncoder
 from mtlrun.tasks.encode import EncodedTask, WordEncoder, check_cache_writable, encode_tasks
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.parallel_learning import episode_seed, learn_policy_parallel
@@ -101,9 +102,14 @@ def check_splits(tasks: list[Task]) -> None:
 
 
 def encode(c: Any, tasks: list[Task]) -> tuple[list[EncodedTask], list[str] | None]:
-    """Token ids of every split, and the word vocabulary (None for a pretrained subword model,
-    which brings its own)."""
+    """Token ids of every split, and the vocabulary: words, or subwords learned on the
+    training texts (None for a pretrained subword model, which brings its own)."""
     if uses_subwords(c.model):
+        if any(t.kind == Kind.SEQ2SEQ for t in tasks):
+            raise ConfigError(
+                f"model={c.model.name}: seq2seq tasks need a decoder, which pretrained encoders "
+                "do not have here; use model=lstm or model=transformer"
+            )
         from mtlrun.tasks.subwords import SubwordEncoder
 
         if c.optimizer.lr > 1e-4:
@@ -114,6 +120,9 @@ def encode(c: Any, tasks: list[Task]) -> tuple[list[EncodedTask], list[str] | No
             )
         subwords = SubwordEncoder(c.model.name, c.model.max_length)
         return encode_tasks(tasks, subwords, c.cache_dir), None
+    if c.model.vocab.subwords:  # a joint BPE vocabulary learned on the training texts
+        bpe = BpeEncoder(c.model.vocab.subwords, c.model.max_length)
+        return encode_tasks(tasks, bpe, c.cache_dir), bpe.vocab
     emb = c.model.embeddings
     words = WordEncoder(c.model.vocab, c.model.max_length, emb.path,
                         lambda: pretrained_words(emb))  # fmt: skip

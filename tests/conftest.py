@@ -167,10 +167,10 @@ def model_for(encoder, kinds: list, num_labels: list[int], crf: bool = False):
     kinds and label counts (what build_model does from real tasks)."""
     from types import SimpleNamespace
 
-    from mtlrun.kinds import KINDS
+    from mtlrun.kinds import KINDS, HeadContext
     from mtlrun.models.multitask import MultiTaskModel
 
-    cfg, shared = SimpleNamespace(crf=crf), {}
-    heads = [KINDS[kind].head(encoder, SimpleNamespace(kind=kind, num_labels=n), cfg, shared)
+    cfg, context = SimpleNamespace(crf=crf), HeadContext()
+    heads = [KINDS[kind].head(encoder, SimpleNamespace(kind=kind, num_labels=n), cfg, context)
              for kind, n in zip(kinds, num_labels, strict=True)]  # fmt: skip
     return MultiTaskModel(encoder, heads)

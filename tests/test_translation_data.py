@@ -200,6 +200,8 @@ def test_wmt14_stand_in_and_user_files(tmp_path, caplog):
     absolute = dataclasses.replace(relative, train_source=str(tmp_path / "mine/train.en.xz"),
                                    train_target=str(tmp_path / "mine/train.de.xz"))  # fmt: skip
     assert len(load_tasks(absolute, 0, data)[0].train) == 3
+    with pytest.raises(DataError, match="relative path is under data_dir, which is null"):
+        load_tasks(relative, 0, None)
     wrong = dataclasses.replace(relative, train_target="mine/nope.de")
     with pytest.raises(DataError, match=r"nope\.de.*fix the paths"):
         load_tasks(wrong, 0, data)
@@ -265,9 +267,11 @@ def test_multilingual_local_files(tmp_path):
 
 def test_multilingual_offline_without_files_names_the_keys(tmp_path, monkeypatch):
     cfg = WmtMultilingualConfig(en_de=pair_files(tmp_path, "en_de"))
-    with pytest.raises(DataError, match=r"en_fr train: .*tasks\.en_fr\.train_source and "
-                                        r"tasks\.en_fr\.train_target"):  # fmt: skip
+    with pytest.raises(DataError) as e:
         load_tasks(cfg, 0, str(tmp_path))
+    assert "\n" not in str(e.value) and "no local files for 3 split(s)" in str(e.value)
+    for split in ("train", "dev", "test"):
+        assert f"tasks.en_fr.{split}_source/{split}_target" in str(e.value)
     monkeypatch.setattr(translation_module, "hub_reachable", lambda: False)
     with pytest.raises(DataError) as e:
         load_tasks(WmtMultilingualConfig(), 0, None)
@@ -309,7 +313,8 @@ def test_registered_and_every_yaml_composes():
     assert compose_run("tasks=multi30k").tasks.path == "multi30k_en_de"
     for name in ("multi30k", "wmt14_en_de", "wmt_multilingual", "mt_syntax", "mt_syntax_pos",
                  "mt_syntax_parse"):  # fmt: skip
-        assert "../shared" not in (Path(config_dir()) / "tasks" / f"{name}.yaml").read_text()
+        text = (Path(config_dir()) / "tasks" / f"{name}.yaml").read_text()
+        assert "/".join(["..", "shared"]) not in text  # configs name data_dir-relative paths only
 
 
 # --- CoNLL-U trees and the parse linearisations ------------------------------------------------
@@ -367,6 +372,20 @@ def test_arc_standard_round_trip_and_non_projective_trees():
     for broken in (actions[:-1], ["LEFT-ARC_x", *actions], ["SHIFT"] * 6, ["REDUCE", *actions]):
         with pytest.raises(ValueError):
             arc_standard_decode(broken, 5)
+
+
+def test_hub_ud_rows_become_trees():
+    import datasets
+
+    from mtlrun.tasks.mt_syntax import hub_trees
+
+    ds = datasets.Dataset.from_dict({
+        "tokens": [["I", "don't", "do", "n't", "run"]], "xpos": [["PRP", None, "VBP", "RB", "VB"]],
+        "head": [["4", "None", "4", "4", "0"]], "deprel": [["nsubj", "_", "aux", "advmod", "root"]],
+    })  # fmt: skip
+    (tree,) = hub_trees(ds, "UD")
+    assert tree.words == ["I", "do", "n't", "run"] and tree.heads == [4, 4, 4, 0]
+    assert tree.xpos == ["PRP", "VBP", "RB", "VB"] and tree.deprels[-1] == "root"
 
 
 # --- the MT + syntax suite on fixture files ------------------------------------------------------
@@ -472,7 +491,6 @@ def test_real_ewt_parse_linearisations_invert_on_dev(ewt_dev):
     assert projective == 2001 - 31
 
 
-@pytest.mark.slow
 @pytest.mark.realdata
 @needs_data
 def test_real_mt_syntax_suite():
@@ -481,7 +499,16 @@ def test_real_mt_syntax_suite():
     for task in (pos, parse):
         assert (len(task.train), len(task.dev), len(task.test)) == (12544, 2001, 2077)
     assert len(pos.label_names) == 49 and "NNP" in pos.label_names
-    assert sum(map(len, pos.train.labels)) == 204577
-    (arc,) = load_tasks(MtSyntaxConfig(aux=["parse"], parse_scheme=ARC_STANDARD), 0,
-                        str(SHARED_DATA))[1:]  # fmt: skip
+    assert sum(map(len, pos.train.labels)) == 204577  # EWT's train words (stats.xml)
+    assert [pos.label_names[i] for i in pos.dev.labels[0]][:3] == ["IN", "DT", "NNP"]
+    assert [t.primary for t in (mt, pos, parse)] == [True, False, False]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@needs_data
+def test_real_arc_standard_parse_task():
+    cfg = MtSyntaxConfig(aux=["parse"], parse_scheme=ARC_STANDARD, max_train=TaskSizes(mt=10))
+    _, arc = load_tasks(cfg, 0, str(SHARED_DATA))
     assert (len(arc.train), len(arc.dev), len(arc.test)) == (12544 - 288, 2001 - 31, 2077 - 26)
+    assert all(len(a) == 2 * len(w) for w, a in zip(arc.dev.tokens, arc.dev.labels, strict=True))

@@ -9,6 +9,7 @@ branch on it. Add a kind by adding a module that defines a subclass with `@regis
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -33,12 +34,22 @@ def kind_of(task: Task) -> TaskKind:
     return KINDS[task.kind]
 
 
+@dataclass
+class HeadContext:
+    """What a head may need besides its task: the run's vocabulary size (output layers over
+    it), and modules that heads of several tasks share (a shared decoder), by name."""
+
+    vocab_size: int | None = None
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+
+
 class TaskKind:
     kind: ClassVar[Kind]
+    mc_signals: ClassVar[bool] = True  # rows keep whole distributions (MC-dropout signals)
 
-    def head(self, encoder: nn.Module, task: Task, cfg, shared: dict) -> nn.Module:
-        """Task `task`'s head: a module `head(states, pooled, batch) -> Output`. `shared`
-        holds modules that heads of several tasks use together (keyed by the kind)."""
+    def head(self, encoder: nn.Module, task: Task, cfg, context: HeadContext) -> nn.Module:
+        """Task `task`'s head, a module `head(states, pooled, batch) -> Output`, for the model
+        config `cfg`."""
         raise NotImplementedError
 
     def collate(self, split: EncodedSplit, index: np.ndarray, device: torch.device) -> Batch:
@@ -54,14 +65,23 @@ class TaskKind:
         `score` reads."""
         raise NotImplementedError
 
+    def signal_rows(self, out: Output) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dev-set signal rows of a batch's output: distributions [rows, C] and gold columns."""
+        return out.example_log_probs.float().exp(), out.example_labels
+
+    def signal_metric(self, task: Task) -> Metric:
+        """What a signal's score over chosen dev examples is: the task's primary metric."""
+        return task.metric
+
     def row_outcomes(self, gold: list[np.ndarray], probs: list[np.ndarray]) -> tuple[list, list]:
         """Per example, from its rows' gold labels and output distributions (dev-set signals):
         gold labels and argmax predictions in the form `score` reads."""
         return [int(g[0]) for g in gold], [int(p[0].argmax()) for p in probs]
 
     def score(self, metric: Metric, gold: list, pred: list, task: EncodedTask,
-              positive_probs=None) -> float:  # fmt: skip
-        """`metric` of predictions against gold labels, both in dataset order."""
+              positive_probs=None, split: str | None = None) -> float:  # fmt: skip
+        """`metric` of predictions against gold labels, both in dataset order (all of `split`
+        when it is named, else chosen examples)."""
         return compute_metric(metric, gold, pred, task.task.label_names, positive_probs)
 
 

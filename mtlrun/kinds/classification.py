@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlrun.kinds.base import TaskKind, padded_source, register
+from mtlrun.kinds.base import HeadContext, TaskKind, padded_source, register
 from mtlrun.models.multitask import Batch, Output
 from mtlrun.tasks.encode import EncodedSplit
 from mtlrun.tasks.spec import Kind, Task
@@ -33,7 +33,7 @@ class ClassificationHead(nn.Module):
 class Classification(TaskKind):
     kind = Kind.CLASSIFICATION
 
-    def head(self, encoder: nn.Module, task: Task, cfg, shared: dict) -> nn.Module:
+    def head(self, encoder: nn.Module, task: Task, cfg, context: HeadContext) -> nn.Module:
         return ClassificationHead(encoder.output_size, task.num_labels)
 
     def collate(self, split: EncodedSplit, index: np.ndarray, device: torch.device) -> Batch:
@@ -48,5 +48,5 @@ class Classification(TaskKind):
 class PairClassification(Classification):
     kind = Kind.PAIR_CLASSIFICATION
 
-    def head(self, encoder: nn.Module, task: Task, cfg, shared: dict) -> nn.Module:
+    def head(self, encoder: nn.Module, task: Task, cfg, context: HeadContext) -> nn.Module:
         return ClassificationHead(encoder.pair_output_size, task.num_labels)

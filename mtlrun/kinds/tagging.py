@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlrun.kinds.base import TaskKind, padded_source, register
+from mtlrun.kinds.base import HeadContext, TaskKind, padded_source, register
 from mtlrun.models.crf import CRF
 from mtlrun.models.multitask import Batch, Output
 from mtlrun.tasks.encode import IGNORE, EncodedSplit
@@ -57,7 +57,7 @@ class TaggingHead(nn.Module):
 class Tagging(TaskKind):
     kind = Kind.TAGGING
 
-    def head(self, encoder: nn.Module, task: Task, cfg, shared: dict) -> nn.Module:
+    def head(self, encoder: nn.Module, task: Task, cfg, context: HeadContext) -> nn.Module:
         return TaggingHead(encoder.output_size, task.num_labels, crf=cfg.crf)
 
     def collate(self, split: EncodedSplit, index: np.ndarray, device: torch.device) -> Batch:

@@ -38,7 +38,7 @@ def build_model(cfg, vocab: list[str] | None, tasks: list[Task], seed: int) -> M
 
         generator = torch.Generator().manual_seed(seed)
         encoder = word_encoders()[cfg.name](build_embedding(vocab, cfg.embeddings, generator), cfg)
-    from mtlrun.kinds import kind_of
+    from mtlrun.kinds import HeadContext, kind_of
 
-    shared: dict = {}  # modules that heads of several tasks share (a shared decoder)
-    return MultiTaskModel(encoder, [kind_of(t).head(encoder, t, cfg, shared) for t in tasks])
+    context = HeadContext(vocab_size=len(vocab) if vocab else None)
+    return MultiTaskModel(encoder, [kind_of(t).head(encoder, t, cfg, context) for t in tasks])

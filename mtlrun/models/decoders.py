@@ -19,7 +19,7 @@ is s_0 = tanh(W_0 mean_j h_j) over the non-padding memory (Bahdanau used the fir
 state; the mean also suits a Transformer encoder), one projection per layer, cells at zero.
 
 TransformerDecoder is the decoder of Vaswani et al. (2017), "Attention Is All You Need",
-NeurIPS 2017: target embeddings scaled by sqrt(d_model) plus sinusoidal positions, dropout,
+NIPS 2017: target embeddings scaled by sqrt(d_model) plus sinusoidal positions, dropout,
 then `num_layers` post-norm layers (causal self-attention, attention over the memory, ReLU
 feed-forward network). `hidden_size` is d_model; the memory is projected to d_model when its
 size differs, as are embeddings of another size (and back before the output layer). Its `step`

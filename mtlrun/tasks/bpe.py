@@ -14,7 +14,7 @@ the specials `[PAD]`=0, `[UNK]`=1, `</s>`=2 (see `seq2seq_targets`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,50 +23,22 @@ from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
-from mtlrun.tasks.encode import IGNORE, PAD, UNK, EncodedSplit, flatten
+from mtlrun.tasks.encode import (
+    EOS_ID,
+    IGNORE,
+    PAD_ID,
+    SPECIALS,
+    UNK,
+    UNK_ID,
+    EncodedSplit,
+    flatten,
+    seq2seq_targets,
+    task_texts,
+)
 from mtlrun.tasks.spec import Kind, Split, Task
 
-EOS = "</s>"
-SPECIALS = [PAD, UNK, EOS]  # ids 0, 1, 2 of any vocabulary of a run with seq2seq tasks
-PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
-SYMBOL_OFFSET = len(SPECIALS)  # a symbol output's index i is target id 3 + i
 BPE_VERSION = 1  # bump when the training or pre-tokenisation recipe changes (keys the cache)
 _TRAIN_CHUNK = 1000  # texts per batch handed to the trainer
-
-
-def is_text_output(labels: list) -> bool:
-    """Whether seq2seq `labels` are word lists (a text output) rather than ints into
-    `Task.label_names` (a symbol output); empty outputs say neither and count as symbols."""
-    kinds = {isinstance(x, str) for seq in labels for x in seq}
-    if len(kinds) > 1:
-        raise ValueError("seq2seq labels mix words and symbol indices")
-    return kinds == {True}
-
-
-def seq2seq_targets(
-    words_to_ids: Callable[[list[list[str]]], list[list[int]]], labels: list, max_length: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The targets of a seq2seq split: flat int64 ids and int64 offsets (len n + 1). A text
-    output's words become `words_to_ids(labels)` (ids of the encoder's own vocabulary), a symbol
-    output's index i becomes `3 + i`; each target is cut to `max_length - 1` and ends with
-    `</s>` (id 2), so it holds at most `max_length` ids and at least one."""
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1 (got {max_length})")
-    if is_text_output(labels):
-        rows = words_to_ids([list(seq) for seq in labels])
-    else:
-        rows = [[SYMBOL_OFFSET + int(i) for i in seq] for seq in labels]
-    return flatten([row[: max_length - 1] + [EOS_ID] for row in rows], np.int64)
-
-
-def task_texts(task: Task) -> Iterator[list[str]]:
-    """The training texts a joint vocabulary is learned on: the sources (both texts of a pair)
-    and, for a seq2seq task with a text output, the outputs."""
-    split = task.train
-    yield from split.tokens
-    yield from split.pair or []
-    if task.kind == Kind.SEQ2SEQ and not task.label_names and is_text_output(split.labels):
-        yield from split.labels
 
 
 class BpeEncoder:
@@ -135,9 +107,7 @@ class BpeEncoder:
         if kind != Kind.SEQ2SEQ:
             return EncodedSplit(ids, offsets, np.asarray(split.labels, np.int64))
         labels, label_offsets = seq2seq_targets(self.encode_words, split.labels, self.max_length)
-        encoded = EncodedSplit(ids, offsets, labels)
-        encoded.label_offsets = label_offsets  # the field EncodedSplit gains for seq2seq
-        return encoded
+        return EncodedSplit(ids, offsets, labels, label_offsets=label_offsets)
 
     def _encode_tagging(self, split: Split) -> EncodedSplit:
         """Each word's tag on its first subword, IGNORE on its other subwords."""

@@ -26,7 +26,7 @@ import time
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +42,46 @@ from mtlrun.tasks.text_files import content_digest, expand_user, is_file, shown
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1 of a word vocabulary
 CACHE_VERSION = 3  # 3: task fingerprints hold file digests, not size and mtime
 IGNORE = -100  # label of positions without one (torch's cross-entropy ignore_index)
+EOS = "</s>"
+SPECIALS = [PAD, UNK, EOS]  # ids 0, 1, 2 of any vocabulary of a run with seq2seq tasks
+PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+SYMBOL_OFFSET = len(SPECIALS)  # a symbol output's index i is target id 3 + i
+
+
+def is_text_output(labels: list) -> bool:
+    """Whether seq2seq `labels` are word lists (a text output) rather than ints into
+    `Task.label_names` (a symbol output); empty outputs say neither and count as symbols."""
+    kinds = {isinstance(x, str) for seq in labels for x in seq}
+    if len(kinds) > 1:
+        raise ValueError("seq2seq labels mix words and symbol indices")
+    return kinds == {True}
+
+
+def seq2seq_targets(
+    words_to_ids: Callable[[list[list[str]]], list[list[int]]], labels: list, max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The targets of a seq2seq split: flat int64 ids and int64 offsets (len n + 1). A text
+    output's words become `words_to_ids(labels)` (ids of the encoder's own vocabulary), a symbol
+    output's index i becomes `3 + i`; each target is cut to `max_length - 1` and ends with
+    `</s>` (id 2), so it holds at most `max_length` ids and at least one."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1 (got {max_length})")
+    if is_text_output(labels):
+        rows = words_to_ids([list(seq) for seq in labels])
+    else:
+        rows = [[SYMBOL_OFFSET + int(i) for i in seq] for seq in labels]
+    return flatten([row[: max_length - 1] + [EOS_ID] for row in rows], np.int64)
+
+
+def task_texts(task: Task) -> Iterator[list[str]]:
+    """The training texts a joint vocabulary is learned on: the sources (both texts of a pair)
+    and, for a seq2seq task with a text output, the outputs."""
+    split = task.train
+    yield from split.tokens
+    yield from split.pair or []
+    if task.kind == Kind.SEQ2SEQ and not task.label_names and is_text_output(split.labels):
+        yield from split.labels
+
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +95,9 @@ class EncodedSplit:
     offsets: np.ndarray  # int64, len n + 1
     labels: np.ndarray  # int64: [n] for classification, aligned with ids for tagging
     segments: np.ndarray | None = None  # int8 aligned with ids (pair tasks and subword models)
+    # seq2seq: `labels` holds the output ids of all examples, each ending with </s>; these
+    # offsets (int64, len n + 1) delimit them
+    label_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -63,11 +106,18 @@ class EncodedSplit:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    @property
+    def output_lengths(self) -> np.ndarray | None:
+        """Seq2seq: each example's output length (</s> included); None for other kinds."""
+        return None if self.label_offsets is None else np.diff(self.label_offsets)
+
 
 @dataclass
 class EncodedTask:
     task: Task
     splits: dict[str, EncodedSplit]
+    # the run's text encoder: what turns a seq2seq task's output ids back into text
+    encoder: TextEncoder | None = None
 
 
 class TextEncoder(Protocol):
@@ -76,6 +126,7 @@ class TextEncoder(Protocol):
     def encode(self, split: Split, kind: Kind) -> EncodedSplit: ...
     def save(self, directory: Path) -> None: ...
     def load(self, directory: Path) -> None: ...
+    def decode(self, ids: list[int]) -> str: ...  # output ids -> text (seq2seq tasks)
 
 
 def flatten(rows: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -110,16 +161,18 @@ class WordEncoder:
                 "pretrained": [self.pretrained, digest]}  # fmt: skip
 
     def fit(self, tasks: list[Task]) -> None:
-        counts = Counter(w for t in tasks for s in _texts(t.train) for w in s)
+        counts = Counter(w for t in tasks for s in task_texts(t) for w in s)
         words = sorted((w for w, c in counts.items() if c >= self.min_freq),
                        key=lambda w: (-counts[w], w))  # fmt: skip
-        vocab = {PAD: 0, UNK: 1}
-        for w in words[: max(0, self.max_size - 2)]:
+        # </s> only where a task outputs sequences: other runs keep their ids as they were
+        seq2seq = any(t.kind == Kind.SEQ2SEQ for t in tasks)
+        vocab = {w: i for i, w in enumerate(SPECIALS if seq2seq else SPECIALS[:2])}
+        for w in words[: max(0, self.max_size - len(vocab))]:
             vocab[w] = len(vocab)
         if self.pretrained:
             known = self.pretrained_words()
             seen = sorted({w for t in tasks for split in (t.train, t.dev, t.test)
-                           for s in _texts(split) for w in s})  # fmt: skip
+                           for s in (*split.tokens, *(split.pair or [])) for w in s})  # fmt: skip
             for w in seen:
                 if w not in vocab and (w in known or w.lower() in known):
                     vocab[w] = len(vocab)
@@ -127,7 +180,17 @@ class WordEncoder:
 
     def _ids(self, texts: list[list[str]]) -> list[list[int]]:
         cut = [s[: self.max_length] or [PAD] for s in texts]  # an empty text becomes one pad
-        return [e.ids for e in self.tokenizer.encode_batch(cut, is_pretokenized=True)]
+        return self.encode_words(cut)
+
+    def encode_words(self, texts: list[list[str]]) -> list[list[int]]:
+        """Word ids, uncut; an empty text gives no ids."""
+        encodings = self.tokenizer.encode_batch([t or [PAD] for t in texts], is_pretokenized=True)
+        return [e.ids if t else [] for t, e in zip(texts, encodings, strict=True)]
+
+    def decode(self, ids: list[int]) -> str:
+        """The words of `ids` joined by spaces, special tokens left out."""
+        vocab = self.vocab
+        return " ".join(vocab[i] for i in ids if i >= len(SPECIALS) or vocab[i] not in SPECIALS)
 
     def encode(self, split: Split, kind: Kind) -> EncodedSplit:
         first = self._ids(split.tokens)
@@ -139,6 +202,10 @@ class WordEncoder:
             )
             return EncodedSplit(ids, offsets, np.asarray(split.labels, np.int64), segments)
         ids, offsets = flatten(first, np.int32)
+        if kind == Kind.SEQ2SEQ:
+            labels, label_offsets = seq2seq_targets(self.encode_words, split.labels,
+                                                    self.max_length)  # fmt: skip
+            return EncodedSplit(ids, offsets, labels, label_offsets=label_offsets)
         if kind == Kind.TAGGING:
             rows = [tags[: len(i)] if tags else [IGNORE]
                     for i, tags in zip(first, split.labels, strict=True)]  # fmt: skip
@@ -158,11 +225,6 @@ class WordEncoder:
             if type(e) is not Exception:
                 raise
             raise ValueError(f"tokenizer.json: {e}") from None
-
-
-def _texts(split: Split):
-    yield from split.tokens
-    yield from split.pair or []
 
 
 def cache_key(tasks: list[Task], encoder: TextEncoder) -> str:
@@ -264,12 +326,12 @@ def encode_tasks(
     if is_file(directory / DONE):
         try:
             encoder.load(directory)
-            return [EncodedTask(t, _load_splits(directory, t.name)) for t in tasks]
+            return [EncodedTask(t, _load_splits(directory, t.name), encoder) for t in tasks]
         except DAMAGED as e:  # a damaged entry: rebuild it
             log.warning("cache entry %s unreadable (%s): rebuilding it", directory, e)
             shutil.rmtree(directory, ignore_errors=True)
     encoder.fit(tasks)
-    encoded = [EncodedTask(t, {s: encoder.encode(t.split(s), t.kind) for s in SPLITS})
+    encoded = [EncodedTask(t, {s: encoder.encode(t.split(s), t.kind) for s in SPLITS}, encoder)
                for t in tasks]  # fmt: skip
     try:
         _save(directory, encoder, encoded)
@@ -282,8 +344,8 @@ def _load_splits(directory: Path, task_name: str) -> dict[str, EncodedSplit]:
     splits = {}
     for s in SPLITS:
         with np.load(directory / f"{task_name}.{s}.npz") as z:
-            segments = z["segments"] if "segments" in z.files else None
-            splits[s] = EncodedSplit(z["ids"], z["offsets"], z["labels"], segments)
+            optional = {key: z[key] for key in ("segments", "label_offsets") if key in z.files}
+            splits[s] = EncodedSplit(z["ids"], z["offsets"], z["labels"], **optional)
     return splits
 
 
@@ -295,8 +357,9 @@ def _save(directory: Path, encoder: TextEncoder, encoded: list[EncodedTask]) -> 
         for et in encoded:
             for s, e in et.splits.items():
                 arrays = {"ids": e.ids, "offsets": e.offsets, "labels": e.labels}
-                if e.segments is not None:
-                    arrays["segments"] = e.segments
+                for key in ("segments", "label_offsets"):
+                    if getattr(e, key) is not None:
+                        arrays[key] = getattr(e, key)
                 np.savez(tmp / f"{et.task.name}.{s}.npz", **arrays)
         encoder.save(tmp)
         (tmp / DONE).write_text("")

@@ -18,17 +18,18 @@ of WSJ (Penn Treebank tags, Stanford dependencies). Scaled to our data:
 Both auxiliary tasks read the syntactic words of CoNLL-U: multi-word token ranges (`3-4`) and
 empty nodes (`8.1`) are skipped, so word i is the i-th syntactic word and HEAD indexes them.
 
-How Kiperwasser & Ballesteros linearise the tree. We could not read their own text here (the
-copies of the paper we could reach hold only its first page). The one statement we found is
-secondary: Liu, Amini, Sachan & Cotterell 2023 ("Linear-Time Modeling of Linguistic Structure:
-An Order-Theoretic Perspective", §6.3 Tagging-Based Parsing): "Li et al. (2018) and
+How Kiperwasser & Ballesteros linearise the tree. We could not read their own section on it
+(the searchable copies of the paper open only on its first page). The one statement we found
+is secondary: Liu, Amini, Sachan & Cotterell 2023 ("Linear-Time Modeling of Linguistic
+Structure: An Order-Theoretic Perspective", §6.3 Tagging-Based Parsing): "Li et al. (2018) and
 Kiperwasser and Ballesteros (2018) predict the relative position of the dependent with respect
 to its head in a sequence-to-sequence manner." So the default, `parse_scheme: relative_head`,
 outputs one symbol per word: the signed offset from the word to its head and the relation,
 `+1/nsubj` (head one word to the right), `-2/obj`, and `0/root` for the root (offset 0, as no
 word heads itself); the relative positional encoding of Strzyz et al. 2019. It encodes every
-tree, projective or not; its token accuracy is the labelled attachment score. How they joined
-offset and label into output tokens (one symbol, as here, or two) is our choice.
+tree, projective or not; scored position by position, its token accuracy is the labelled
+attachment score. How they joined offset and label into output tokens (one symbol, as here,
+or two) is our choice.
 `parse_scheme: arc_standard` is the alternative of transition-based parsing as a sequence
 (our choice, offered for comparison): the 2n arc-standard transitions (Nivre 2004) of the gold
 tree, `SHIFT`, `LEFT-ARC_<rel>` (top of the stack heads the word below it),

@@ -291,10 +291,12 @@ def _wmt14_train(cfg: Wmt14EnDeConfig, data_dir: str | None,
         return text, {"stand_in": STAND_IN, "files": text.files}
     if cfg.train_source is not None:
         paths = user_path(data_dir, cfg.train_source), user_path(data_dir, cfg.train_target)
-        if None not in paths:
-            require_files(paths, "WMT'14 En-De train (tasks.train_source/train_target)",
-                          "fix the paths (absolute, or relative to data_dir)")  # fmt: skip
-            return read_local(paths, cfg.max_train)
+        if None in paths:
+            raise DataError("tasks.train_source/train_target: a relative path is under data_dir, "
+                            "which is null; give absolute paths or set data_dir")  # fmt: skip
+        require_files(paths, "WMT'14 En-De train (tasks.train_source/train_target)",
+                      "fix the paths (absolute, or relative to data_dir)")  # fmt: skip
+        return read_local(paths, cfg.max_train)
     if directory is not None:
         raise DataError(no_train_message(cfg, "no training corpus in the local data"))
     if not hub_reachable():
@@ -338,18 +340,17 @@ def load_wmt_multilingual(cfg: WmtMultilingualConfig, data_dir: str | None) -> l
             paths = None if names[0] is None else tuple(user_path(data_dir, n) for n in names)
             if paths is not None and None in paths:
                 paths = None  # relative paths with data_dir=null: the hub
-            if paths is None and data_dir is not None:
-                raise DataError(
-                    f"WMT'14 {pair} {split}: no local files; set tasks.{pair}.{keys[0]} and "
-                    f"tasks.{pair}.{keys[1]} (absolute or under data_dir), or data_dir=null to "
-                    f"load {WMT14_HUB} {PAIRS[pair][1]} from the hub"
-                )
             if paths is not None:
                 what = f"WMT'14 {pair} {split} (tasks.{pair}.{keys[0]}/{keys[1]})"
                 require_files(paths, what, "fix the paths (absolute, or relative to data_dir)")
             plan[pair][split] = paths
+    # the splits without local files, by their config keys: from the hub, if it can be used
     hub = [f"tasks.{pair}.{split}_source/{split}_target" for pair, splits in plan.items()
            for split, paths in splits.items() if paths is None]  # fmt: skip
+    if hub and data_dir is not None:
+        raise DataError(f"WMT'14 En-De/En-Fr: no local files for {len(hub)} split(s); set "
+                        f"{', '.join(hub)} (absolute or under data_dir), or data_dir=null to "
+                        f"load them from the hub ({WMT14_HUB})")  # fmt: skip
     if hub and not hub_reachable():
         raise DataError(f"WMT'14 En-De/En-Fr: data_dir is null, so {len(hub)} split(s) would come "
                         f"from the hub ({WMT14_HUB}), which cannot be reached from here; set "

@@ -49,6 +49,6 @@ def evaluate(
     order = np.argsort(np.concatenate(batches))
     gold, pred = [gold[i] for i in order], [pred[i] for i in order]
     probs = np.asarray(probs)[order] if need_probs else None
-    scores = {m.value: kind.score(m, gold, pred, task, probs) for m in metrics}
+    scores = {m.value: kind.score(m, gold, pred, task, probs, split) for m in metrics}
     return Evaluation(score=scores[spec.metric.value], loss=loss_sum / max(count, 1),
                       metrics=scores)  # fmt: skip

@@ -1,5 +1,5 @@
 """Metrics, each computed by the standard library for it: seqeval (span F1), scikit-learn
-(binary F1, ROC-AUC), numpy (accuracies)."""
+(binary F1, ROC-AUC), sacrebleu (BLEU), numpy (accuracies)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from seqeval.metrics import f1_score as span_f1
 from sklearn.metrics import f1_score, roc_auc_score
 
 from mtlrun.tasks.spec import Metric
+from mtlrun.training.bleu import corpus_bleu
 
 
 def compute_metric(
@@ -25,6 +26,8 @@ def compute_metric(
         return float(np.mean(flat_gold == flat_pred))
     if metric == Metric.BINARY_F1:
         return float(f1_score(gold, pred, pos_label=1, average="binary", zero_division=0.0))
+    if metric == Metric.BLEU:  # gold and pred: detokenised reference and output texts
+        return corpus_bleu(pred, gold)
     if metric == Metric.ROC_AUC:
         if positive_probs is None:
             raise ValueError("ROC-AUC needs the probability of label 1 per example")

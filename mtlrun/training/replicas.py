@@ -3,11 +3,11 @@ learning episodes, docs/learned_schedulers.md).
 
 The encoder's parameters are stacked along a leading replica axis and the (bi)LSTM recurrence
 runs as batched matrix products over it, so one forward / backward trains N models. Each
-replica keeps its own task heads (`heads[i][k]`, classification heads: one nn.Linear each): the heads a replica
-did not train this step get no gradient, so a stock optimizer over these parameters skips them
-exactly as the serial model's optimizer does. Adam, AdamW and SGD are elementwise, so one
-optimizer over the stacked tensors equals N independent ones; gradient clipping is the one
-cross-element operation and is done per replica (`clip_grad_norm_per_replica`).
+replica keeps its own task heads (`heads[i][k]`, classification heads: one nn.Linear each):
+the heads a replica did not train this step get no gradient, so a stock optimizer over these
+parameters skips them exactly as the serial model's optimizer does. Adam, AdamW and SGD are
+elementwise, so one optimizer over the stacked tensors equals N independent ones; gradient
+clipping is the one cross-element operation and is done per replica (`clip_grad_norm_per_replica`).
 
 Scope: `model=lstm` with `pooling=last` and classification tasks (the QLS paper's setting)."""
 

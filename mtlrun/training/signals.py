@@ -181,17 +181,23 @@ class SignalMeter:
         cross-entropy per row and the gold labels. M copies share one forward pass."""
         split = self.tasks[k].splits["dev"]
         kind = kind_of(self.tasks[k].task)
+        if m > 1 and not kind.mc_signals:
+            raise ConfigError(
+                f"task {self.tasks[k].task.name}: MC-dropout signals need whole output "
+                f"distributions, which {kind.kind.value} tasks do not keep; choose a scheduler "
+                "that does not sample dropout (not active_uncertainty)"
+            )
         result = {}
         size = max(1, self.batch_size // m)
         for index in dev_batches(examples, split.lengths, size):
             batch = kind.collate(split, index, self.device)
             out = model(k, _tile(batch, m) if m > 1 else batch)
-            probs = out.example_log_probs.float().exp()
-            rows = len(out.example_labels) // m  # rows of one copy
+            probs, labels = kind.signal_rows(out)
+            rows = len(labels) // m  # rows of one copy
             probs = probs.reshape(m, rows, -1).permute(1, 2, 0)  # [rows, C, M]
             probs = probs.cpu().numpy() if m > 1 else probs[..., 0].cpu().numpy()
             ce = out.example_losses[:rows].cpu().numpy()
-            gold = out.example_labels[:rows].cpu().numpy()
+            gold = labels[:rows].cpu().numpy()
             bounds = np.concatenate([[0], np.cumsum(kind.rows(batch))])
             for j, example in enumerate(index):
                 a, b = bounds[j], bounds[j + 1]
@@ -206,7 +212,7 @@ class SignalMeter:
         if task.metric == Metric.ROC_AUC:
             positive = [float(p[0][1]) for p, _, _ in rows]
         ce = np.concatenate([c for _, c, _ in rows])
-        score = kind_of(task).score(task.metric, gold, pred, self.tasks[k], positive)
+        score = kind.score(kind.signal_metric(task), gold, pred, self.tasks[k], positive)
         return score, float(ce.mean())
 
 
