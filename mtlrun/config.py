@@ -62,7 +62,7 @@ class DecoderConfig:
 
     name: str = "lstm"  # lstm or transformer
     sharing: str = "per_task"  # a decoder per seq2seq task, or one shared by all of them
-    embedding_dim: int = 64  # output-token embeddings (transformer: d_model)
+    embedding_dim: int = 64  # output-token embeddings (projected when it is not hidden_size)
     hidden_size: int = 64  # lstm: state size; transformer: d_model
     num_layers: int = 1
     num_heads: int = 4  # transformer
@@ -71,7 +71,7 @@ class DecoderConfig:
     tie_embeddings: bool = True  # output projection shares the output-token embeddings
     label_smoothing: float = 0.0  # of the token-level cross-entropy (0.1 in Vaswani et al.)
     beam_size: int = 1  # 1 = greedy decoding at evaluation
-    length_penalty: float = 1.0  # beam scores are log p / length^alpha (GNMT-style when != 1)
+    length_penalty: float = 1.0  # alpha: beam hypotheses rank by log p / length^alpha
     max_output_ratio: float = 1.5  # decode at most ratio * source length + 10 tokens
 
     def __post_init__(self) -> None:
@@ -366,6 +366,9 @@ class TrainerConfig:
     batch_size: int = 16  # the QLS paper §4.4: minibatches of 16 examples of one task
     eval_batch_size: int = 128
     bucket_batches: int = 50  # length bucketing: sort pools of this many batches by length
+    # batches by token count as translation models train (fairseq's max_tokens): at most this
+    # many padded tokens per batch (source or output, the longer), batch_size examples at most
+    max_tokens: int | None = None
     resume: str | None = None  # a run directory to continue
     step_mode: str | None = None  # single | mixed | all; null = the scheduler's own default
     progress: bool = True  # rich progress bar when attached to a terminal
@@ -384,6 +387,8 @@ class TrainerConfig:
         _positive("trainer.batch_size", self.batch_size)
         _positive("trainer.eval_batch_size", self.eval_batch_size)
         _positive("trainer.bucket_batches", self.bucket_batches)
+        if self.max_tokens is not None:
+            _positive("trainer.max_tokens", self.max_tokens)
         if self.step_mode not in (None, "single", "mixed", "all"):
             raise ConfigError(
                 f"trainer.step_mode must be single, mixed or all ({self.step_mode!r})"

@@ -21,6 +21,7 @@ from mtlrun import run_dir as rundir
 from mtlrun.atomic import write_text_atomic
 from mtlrun.config import validate
 from mtlrun.errors import ConfigError, DataError
+from mtlrun.kinds import kind_of
 from mtlrun.models import build_model, uses_subwords
 from mtlrun.models.embeddings import pretrained_words
 from mtlrun.report.results import print_results, write_results
@@ -35,6 +36,7 @@ from mtlrun.schedulers import (
 from mtlrun.tasks import Kind, Task, load_tasks
 from mtlrun.tasks.bpe import BpeEncoder
 from mtlrun.tasks.encode import EncodedTask, WordEncoder, check_cache_writable, encode_tasks
+from mtlrun.training.batches import count_batches
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.parallel_learning import episode_seed, learn_policy_parallel
 from mtlrun.training.policy_learning import learn_policy
@@ -148,9 +150,12 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
     encoded, vocab = first[0] if first else encode(c, tasks)
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
-                 n_train_batches=-(-len(t.splits["train"]) // c.trainer.batch_size),
+                 n_train_batches=count_batches(t.splits["train"].batch_lengths,
+                                               c.trainer.batch_size, c.trainer.bucket_batches,
+                                               c.trainer.max_tokens),
                  metric_name=t.task.metric.value, loss_kind=t.task.kind.value,
-                 num_labels=t.task.num_labels, n_dev=len(t.splits["dev"]),
+                 num_labels=kind_of(t.task).classes(t),
+                 n_dev=len(t.splits["dev"]),
                  is_primary=t.task.primary)
         for t in encoded
     ]  # fmt: skip

@@ -1,8 +1,6 @@
 import numpy as np
-import torch
 
-from mtlrun.tasks.encode import IGNORE, EncodedSplit
-from mtlrun.training.batches import BatchStream, bucketed_epoch, collate, length_sorted_batches
+from mtlrun.training.batches import BatchStream, bucketed_epoch, length_sorted_batches
 
 
 def test_epoch_covers_every_example_once_in_ceil_n_over_b_batches():
@@ -39,18 +37,6 @@ def test_fresh_stream_state_round_trips():
     b = BatchStream(np.arange(1, 10), 2, 2, np.random.default_rng(6))
     b.load_state_dict(a.state_dict())
     assert [a.next().tolist() for _ in range(12)] == [b.next().tolist() for _ in range(12)]
-
-
-def test_collate_pads_ids_and_tag_labels():
-    split = EncodedSplit(
-        ids=np.array([5, 6, 7, 8, 9, 10], dtype=np.int32),
-        offsets=np.array([0, 3, 4, 6]),
-        labels=np.array([1, 2, 3, 4, 5, 6]),
-    )
-    batch = collate(split, np.array([2, 0]), tagging=True, device=torch.device("cpu"))
-    assert batch.ids.tolist() == [[9, 10, 0], [5, 6, 7]]
-    assert batch.lengths.tolist() == [2, 3]
-    assert batch.labels.tolist() == [[5, 6, IGNORE], [1, 2, 3]]
 
 
 def test_eval_batches_cover_everything_longest_first():

@@ -48,7 +48,9 @@ def fitted_decoder(name: str, vocab: int = 11) -> nn.Module:
     g = torch.Generator().manual_seed(0)
     memory, pad = make_memory(torch.randint(1, 7, (32,), generator=g).tolist(), seed=100)
     lengths = torch.randint(0, 8, (32,), generator=g).tolist()
-    target = pad_rows([torch.randint(3, vocab, (n,), generator=g).tolist() + [EOS] for n in lengths])
+    target = pad_rows(
+        [torch.randint(3, vocab, (n,), generator=g).tolist() + [EOS] for n in lengths]
+    )
     inputs = torch.cat([torch.full((32, 1), EOS), target[:, :-1]], 1)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
     decoder.train()
@@ -168,6 +170,7 @@ def test_exhaustive_beam_finds_the_best_output(name, alpha):
     decoder = fitted_decoder(name, vocab)
     memory, pad = make_memory([4, 2], seed=5)
     with torch.no_grad():
+        # 40 slots: 4 finish in the first two steps, 36 extensions at the last
         found = beam_search(decoder, memory, pad, 40, alpha, max_len)
         for i, n in enumerate([4, 2]):
             mem, p = memory[i : i + 1, :n], pad[i : i + 1, :n]
@@ -197,6 +200,63 @@ def test_padding_in_the_memory_changes_no_output(name, beam):
             greedy(decoder, memory[i : i + 1, :n], pad[i : i + 1, :n], int(max_len[i]))[0]
             for i, n in enumerate(lengths)
         ]
+
+
+class ScriptedDecoder(nn.Module):
+    """Next-token probabilities looked up by the output so far; EOS for certain elsewhere."""
+
+    def __init__(self, tree: dict[tuple[int, ...], dict[int, float]], vocab: int = 5) -> None:
+        super().__init__()
+        self.tree, self.vocab = tree, vocab
+
+    def start(self, memory, memory_pad):
+        return {"prefix": torch.empty(memory.shape[0], 0, dtype=torch.long)}
+
+    def step(self, state, tokens):
+        prefix = torch.cat([state["prefix"], tokens.unsqueeze(1)], 1)
+        logits = torch.full((len(prefix), self.vocab), -1e9)
+        for row, output in enumerate(prefix[:, 1:].tolist()):
+            for token, p in self.tree.get(tuple(output), {EOS: 1.0}).items():
+                logits[row, token] = torch.tensor(p).log()
+        return logits, {"prefix": prefix}
+
+    def reorder(self, state, index):
+        return {key: value.index_select(0, index) for key, value in state.items()}
+
+
+# log p: [] -0.80 (1 scored token, its EOS), [3] -0.95 (2), [3, 4] -1.80 (3)
+TREE = {(): {EOS: 0.45, 3: 0.55}, (3,): {EOS: 0.7, 4: 0.3}}
+ONE = torch.zeros(1, 1, 1), torch.zeros(1, 1, dtype=torch.bool)  # memory, memory_pad
+
+
+@pytest.mark.parametrize("alpha, expected", [(0.0, []), (1.0, [3]), (-1.0, [])])
+def test_length_penalty_divides_by_the_scored_length(alpha, expected):
+    """alpha 0: the likeliest output; alpha 1: the best mean log-prob per scored token,
+    -0.95 / 2 > -1.80 / 3 > -0.80 / 1; alpha -1 favours the short: -0.80 * 1 > -0.95 * 2."""
+    assert beam_search(ScriptedDecoder(TREE), *ONE, 3, alpha, 5) == [expected]
+
+
+def test_max_len_finishes_without_eos():
+    """At max_len 1 the output [3] scores log 0.55 alone, no EOS, and beats [] (log 0.45)."""
+    decoder = ScriptedDecoder(TREE)
+    assert greedy(decoder, *ONE, 1) == [[3]]
+    for alpha in (0.0, 1.0):
+        assert beam_search(decoder, *ONE, 3, alpha, 1) == [[3]]
+    assert greedy(decoder, *ONE, torch.tensor([0])) == beam_search(decoder, *ONE, 2, 1.0, 0) == [[]]
+
+
+def test_search_goes_on_while_a_longer_output_can_still_win():
+    """[] (log 0.7 = -0.36) ends first; [3] (-1.20) still grows, and at alpha 1 its final
+    [3, 4, 4] wins, -1.20 / 4 = -0.30: the search must not stop on -1.20 / 2 < -0.36."""
+    decoder = ScriptedDecoder({(): {EOS: 0.7, 3: 0.3}, (3,): {4: 1.0}, (3, 4): {4: 1.0}})
+    assert greedy(decoder, *ONE, 6) == beam_search(decoder, *ONE, 2, 0.0, 6) == [[]]
+    assert beam_search(decoder, *ONE, 2, 1.0, 6) == [[3, 4, 4]]
+
+
+def test_padding_is_never_an_output():
+    decoder = ScriptedDecoder({(): {PAD: 0.9, 4: 0.06, EOS: 0.04}, (4,): {PAD: 0.9, EOS: 0.1}})
+    assert greedy(decoder, *ONE, 5) == [[4]]
+    assert beam_search(decoder, *ONE, 2, 0.0, 5) == [[]]  # log 0.04 > log(0.06 * 0.1)
 
 
 def test_decoding_leaves_the_mode_alone():
@@ -235,10 +295,11 @@ class TinyEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = (ids != PAD).sum(1)
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lengths,
-                                                   batch_first=True, enforce_sorted=False)  # fmt: skip
-        states, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                                     total_length=ids.shape[1])  # fmt: skip
+        rnn = nn.utils.rnn
+        packed = rnn.pack_padded_sequence(self.embedding(ids), lengths, batch_first=True,
+                                          enforce_sorted=False)  # fmt: skip
+        states, _ = rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                            total_length=ids.shape[1])  # fmt: skip
         return states, ids == PAD
 
 
@@ -266,7 +327,8 @@ def test_tiny_model_learns_a_toy_translation(name):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    encoder.eval(), decoder.eval()
+    encoder.eval()
+    decoder.eval()
     references = [detok(t) for _, t in pairs]
     with torch.no_grad():
         memory, pad = encoder(source)

@@ -52,6 +52,10 @@ class TaskKind:
         config `cfg`."""
         raise NotImplementedError
 
+    def classes(self, task: EncodedTask) -> int:
+        """How many classes each output row chooses among (its chance loss is ln of it)."""
+        return task.task.num_labels
+
     def collate(self, split: EncodedSplit, index: np.ndarray, device: torch.device) -> Batch:
         """The examples `index` of `split`, padded into a Batch on `device`."""
         raise NotImplementedError

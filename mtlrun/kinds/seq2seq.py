@@ -12,10 +12,10 @@ detokenised text against the split's references with sacrebleu.
 
 Dev-set signals (QLS, REINFORCE) see each output token as a row, teacher-forced. A row would be
 a distribution over the whole vocabulary (a 32K vocabulary over a 3K-sentence dev set is about
-11 GB), so a row keeps the K most probable tokens and the remaining mass in one column
-(`SIGNAL_TOP`); the row's label is the gold token's column (K when it is not among them).
-Margin and least confidence are exact on these rows; entropy is that of the coarsened
-distribution, a lower bound. A signal's score is teacher-forced token accuracy, not BLEU.
+11 GB), so a row keeps only the K largest probabilities (`SIGNAL_TOP`, not renormalised) and
+its label is the gold token's column, K when the gold token is not among them (never a hit).
+Margin and least confidence are exact on these rows; entropy over them is a partial sum, a
+lower bound. A signal's score is teacher-forced token accuracy, not BLEU.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from mtlrun.tasks.encode import IGNORE, SYMBOL_OFFSET, EncodedSplit, EncodedTask
 from mtlrun.tasks.spec import Kind, Metric, Task
 from mtlrun.training.batches import to_device
 
-SIGNAL_TOP = 32  # output tokens kept per signal row, besides the rest of the mass
+SIGNAL_TOP = 32  # the largest output probabilities kept per signal row
 
 
 class Seq2SeqHead(nn.Module):
@@ -91,6 +91,12 @@ class Seq2Seq(TaskKind):
             size = SYMBOL_OFFSET + task.num_labels
         return Seq2SeqHead(build_decoder(size, encoder.output_size, dec), dec)
 
+    def classes(self, task: EncodedTask) -> int:
+        """The output vocabulary: the run's (words or subwords), or </s> and the symbols."""
+        if text_output(task.task):
+            return len(task.encoder.vocab)
+        return SYMBOL_OFFSET + task.task.num_labels
+
     def collate(self, split: EncodedSplit, index: np.ndarray, device: torch.device) -> Batch:
         ids, lengths, segments, _ = padded_source(split, index, device)
         starts = split.label_offsets[index]
@@ -131,11 +137,9 @@ class Seq2Seq(TaskKind):
         log_probs = out.example_log_probs.float()
         k = min(SIGNAL_TOP, log_probs.shape[-1])
         top, ids = log_probs.topk(k, dim=-1)
-        top = top.exp()
-        rest = (1.0 - top.sum(-1, keepdim=True)).clamp_min(0.0)
         hit = ids == out.example_labels[:, None]
-        labels = torch.where(hit.any(-1), hit.int().argmax(-1), k)  # k: the rest column
-        return torch.cat([top, rest], dim=-1), labels
+        labels = torch.where(hit.any(-1), hit.int().argmax(-1), k)  # k: not among the top
+        return top.exp(), labels
 
     def row_outcomes(self, gold: list[np.ndarray], probs: list[np.ndarray]) -> tuple[list, list]:
         return gold, [p.argmax(-1) for p in probs]

@@ -32,12 +32,16 @@ def collapse_note(results: dict[str, Any]) -> str | None:
 
 
 def notes(results: dict[str, Any]) -> list[str]:
-    """Footnotes: a collapsed schedule, blown-up dev losses, skipped non-finite updates."""
+    """Footnotes: a collapsed schedule, blown-up dev losses, which BLEU, skipped non-finite
+    updates."""
     out = [n for n in [collapse_note(results)] if n]
     for task, r in (results.get("blown_up") or {}).items():
         out.append(f"{DIVERGED_MARK} {task}: dev loss {r['loss']:.3g} at step {r['step']}, over "
                    "100 times the chance loss: the model diverged; these scores are not a "
                    "result")  # fmt: skip
+    signatures = {r["bleu_signature"] for r in results["tasks"].values() if "bleu_signature" in r}
+    for signature in sorted(signatures):
+        out.append(f"BLEU: sacrebleu {signature}, on detokenised output")
     if results.get("skipped_steps"):
         out.append(f"{results['skipped_steps']} of {results['steps']} updates were skipped for "
                    "a non-finite loss or gradient (trainer.nonfinite=skip)")  # fmt: skip

@@ -107,6 +107,14 @@ class EncodedSplit:
         return np.diff(self.offsets)
 
     @property
+    def batch_lengths(self) -> np.ndarray:
+        """What batching sorts and counts by: the source length, or for seq2seq the longer of
+        source and output."""
+        if self.label_offsets is None:
+            return self.lengths
+        return np.maximum(self.lengths, np.diff(self.label_offsets))
+
+    @property
     def output_lengths(self) -> np.ndarray | None:
         """Seq2seq: each example's output length (</s> included); None for other kinds."""
         return None if self.label_offsets is None else np.diff(self.label_offsets)

@@ -1,4 +1,5 @@
-"""Minibatches: length-bucketed, shuffled training streams that resume exactly, and collation."""
+"""Minibatches: length-bucketed (optionally token-capped), shuffled training streams that resume
+exactly; evaluation batches; host-to-device copies. Collation is each task kind's (mtlrun/kinds)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from mtlrun.models import Batch
-from mtlrun.tasks.encode import IGNORE, EncodedSplit
 
 
 def bucketed_epoch(
@@ -161,30 +159,6 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
     """Evaluation batches: every example once, longest first (less padding, stable memory)."""
     order = np.argsort(-lengths, kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def collate(split: EncodedSplit, index: np.ndarray, tagging: bool, device: torch.device) -> Batch:
-    """Pad the examples `index` of `split` into a Batch (vectorised gather, no Python loop)."""
-    starts = split.offsets[index]
-    lengths = split.offsets[index + 1] - starts
-    width = int(lengths.max())
-    columns = np.arange(width)
-    mask = columns[None, :] < lengths[:, None]
-    positions = np.where(mask, starts[:, None] + columns[None, :], 0)
-    ids = np.where(mask, split.ids[positions], 0).astype(np.int64)
-    if tagging:
-        labels = np.where(mask, split.labels[positions], IGNORE)
-    else:
-        labels = split.labels[index]
-    segments = None
-    if split.segments is not None:
-        segments = to_device(np.where(mask, split.segments[positions], 0), device)
-    return Batch(
-        ids=to_device(ids, device),
-        lengths=torch.from_numpy(lengths),
-        labels=to_device(labels, device),
-        segments=segments,
-    )
 
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -27,7 +27,7 @@ def compute_metric(
     if metric == Metric.BINARY_F1:
         return float(f1_score(gold, pred, pos_label=1, average="binary", zero_division=0.0))
     if metric == Metric.BLEU:  # gold and pred: detokenised reference and output texts
-        return corpus_bleu(pred, gold)
+        return corpus_bleu(pred, gold) / 100  # a fraction, like every metric; tables show points
     if metric == Metric.ROC_AUC:
         if positive_probs is None:
             raise ValueError("ROC-AUC needs the probability of label 1 per example")

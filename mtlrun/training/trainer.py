@@ -51,8 +51,10 @@ from mtlrun.models import MultiTaskModel
 from mtlrun.report.progress import ProgressDisplay
 from mtlrun.schedulers import Scheduler, StepMode
 from mtlrun.tasks.encode import EncodedTask
+from mtlrun.tasks.spec import Metric
 from mtlrun.training import checkpoint, schedule_stats
 from mtlrun.training.batches import BatchStream
+from mtlrun.training.bleu import bleu_signature
 from mtlrun.training.evaluate import Evaluation, evaluate
 from mtlrun.training.optimizers import TaskOptimizers
 from mtlrun.training.precision import Precision
@@ -117,16 +119,19 @@ class Trainer:
         self.device = device
         self.names = [t.task.name for t in tasks]
         self.kinds = [kind_of(t.task) for t in tasks]
+        self.classes = [kind.classes(t) for kind, t in zip(self.kinds, tasks, strict=True)]
         self.streams = [
-            BatchStream(t.splits["train"].lengths, self.cfg.batch_size, self.cfg.bucket_batches,
-                        np.random.default_rng([cfg.seed, 1009, k]))
+            BatchStream(t.splits["train"].batch_lengths, self.cfg.batch_size,
+                        self.cfg.bucket_batches, np.random.default_rng([cfg.seed, 1009, k]),
+                        max_tokens=self.cfg.max_tokens)
             for k, t in enumerate(tasks)
         ]  # fmt: skip
         # minibatches for loss probes (wants_loss_probe), apart from the training streams so a
         # probe never changes what the model trains on
         self.probe_streams = [
-            BatchStream(t.splits["train"].lengths, self.cfg.batch_size, self.cfg.bucket_batches,
-                        np.random.default_rng([cfg.seed, 2003, k]))
+            BatchStream(t.splits["train"].batch_lengths, self.cfg.batch_size,
+                        self.cfg.bucket_batches, np.random.default_rng([cfg.seed, 2003, k]),
+                        max_tokens=self.cfg.max_tokens)
             for k, t in enumerate(tasks)
         ]  # fmt: skip
         self.state = Progress(batches_seen=[0] * len(tasks), examples_seen=[0] * len(tasks))
@@ -383,7 +388,7 @@ class Trainer:
                     f"{e.loss}; the last good checkpoint (step {self.state.step}) is kept in "
                     f"{self.ckpt_dir}; lower optimizer.lr or set optimizer.grad_clip"
                 )
-            chance = math.log(max(2, self.tasks[k].task.num_labels))
+            chance = math.log(max(2, self.classes[k]))
             if e.loss > BLOWUP * chance and self.names[k] not in self.state.blown_up:
                 self.state.blown_up[self.names[k]] = {"step": step, "loss": e.loss}
                 log.warning("task %s: dev loss %.3g at step %d is over %d times the chance loss "
@@ -519,6 +524,8 @@ class Trainer:
                 per_task[name]["metrics"] = {"dev": dev.metrics, "test": test.metrics}
             if self.tasks[k].task.primary:
                 per_task[name]["primary"] = True
+            if Metric.BLEU in (self.tasks[k].task.metric, *self.tasks[k].task.extra_metrics):
+                per_task[name]["bleu_signature"] = bleu_signature()  # which BLEU this is
             extra = {"metrics": test.metrics} if len(test.metrics) > 1 else {}
             records.append({"step": self.state.best_step, "task": name, "split": "test",
                             "metric": metric, "score": test.score, "loss": test.loss,
