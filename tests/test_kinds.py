@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from conftest import model_for
 from torch import nn
@@ -27,7 +28,8 @@ def test_every_kind_has_its_module():
 
 def test_tagging_collate_pads_ids_and_tag_labels():
     split = EncodedSplit(ids=np.array([5, 6, 7, 8, 9, 10], dtype=np.int32),
-                         offsets=np.array([0, 3, 4, 6]), labels=np.array([1, 2, 3, 4, 5, 6]))  # fmt: skip
+                         offsets=np.array([0, 3, 4, 6]),
+                         labels=np.array([1, 2, 3, 4, 5, 6]))  # fmt: skip
     batch = KINDS[Kind.TAGGING].collate(split, np.array([2, 0]), CPU)
     assert batch.ids.tolist() == [[9, 10, 0], [5, 6, 7]]
     assert batch.lengths.tolist() == [2, 3]
@@ -37,7 +39,8 @@ def test_tagging_collate_pads_ids_and_tag_labels():
 
 def test_classification_collate_takes_one_label_per_example_and_pair_segments():
     split = EncodedSplit(ids=np.array([5, 6, 7, 8], dtype=np.int32), offsets=np.array([0, 3, 4]),
-                         labels=np.array([1, 0]), segments=np.array([0, 0, 1, 0], np.int8))  # fmt: skip
+                         labels=np.array([1, 0]),
+                         segments=np.array([0, 0, 1, 0], np.int8))  # fmt: skip
     batch = KINDS[Kind.PAIR_CLASSIFICATION].collate(split, np.array([1, 0]), CPU)
     assert batch.labels.tolist() == [0, 1]
     assert batch.segments.tolist() == [[0, 0, 0], [0, 0, 1]]
@@ -92,3 +95,14 @@ def test_checkpoints_from_before_the_seam_load_into_the_kinds_heads():
     fresh.load_state_dict(old)  # strict
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, state[key] + 1), key
+
+
+def test_checkpoint_selection_turns_lower_is_better_metrics(monkeypatch):
+    from mtlrun.training.trainer import selection_score
+
+    assert selection_score([0.2, 0.6], [Metric.ACCURACY, Metric.BLEU]) == pytest.approx(0.4)
+    monkeypatch.setattr(Metric, "higher_is_better", property(lambda m: m != Metric.BLEU))
+    # a lower-is-better metric counts negated: 0.2 BLEU beats 0.6 BLEU at equal accuracy
+    assert selection_score([0.5, 0.2], [Metric.ACCURACY, Metric.BLEU]) > selection_score(
+        [0.5, 0.6], [Metric.ACCURACY, Metric.BLEU]
+    )

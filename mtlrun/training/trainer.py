@@ -457,9 +457,11 @@ class Trainer:
             self.rt.check_same([self._parameter_sum(), *probs, *weights, *lr_scales],
                                "the model's parameters or the scheduler's decisions")  # fmt: skip
         aggregate = _mean_defined([e.score for e in evals])
-        improved = aggregate > self.state.best_score or self.state.best_step == 0
+        selection = selection_score([e.score for e in evals],
+                                    [t.task.metric for t in self.tasks])  # fmt: skip
+        improved = selection > self.state.best_score or self.state.best_step == 0
         if improved:
-            self.state.best_score, self.state.best_step = aggregate, step
+            self.state.best_score, self.state.best_step = selection, step
         if self.rt.is_main:
             self.log.flush()
             self.log.metrics([
@@ -603,6 +605,13 @@ def _aggregate_metrics(per_task: dict[str, dict]) -> dict[str, Any]:
             for s in ("dev", "test")}
         for m in sorted(shared)
     }}  # fmt: skip
+
+
+def selection_score(scores: list[float], metrics: list[Metric]) -> float:
+    """What picks the best checkpoint: the mean dev score, each metric turned so that higher is
+    better."""
+    return _mean_defined([x if m.higher_is_better else -x
+                          for x, m in zip(scores, metrics, strict=True)])  # fmt: skip
 
 
 def _mean_defined(scores: list[float]) -> float:
