@@ -162,7 +162,20 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
     scheduler = build_scheduler(c.scheduler, infos, c.trainer.max_steps, c.seed)
     step_mode = resolve_step_mode(scheduler, c.trainer.step_mode)
     check_hardware(c, scheduler, rt)
+    check_kinds(c, encoded)
     return Prepared(tasks, encoded, vocab, scheduler, step_mode, device)
+
+
+def check_kinds(c: Any, encoded: list[EncodedTask]) -> None:
+    """What this scheduler cannot measure on these tasks, said before training."""
+    if getattr(c.scheduler, "mc_samples", 0) > 0:
+        for t in encoded:
+            if not kind_of(t.task).mc_signals:
+                raise ConfigError(
+                    f"scheduler={c.scheduler.name} samples MC-dropout output distributions, "
+                    f"which {t.task.kind.value} tasks ({t.task.name}) do not keep whole; "
+                    "choose another scheduler"
+                )
 
 
 def check_hardware(c: Any, scheduler: Scheduler, rt: Runtime) -> None:

@@ -157,3 +157,13 @@ def test_a_pretrained_encoder_has_no_decoder_for_seq2seq_tasks(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("mtlrun: error: model=") and "seq2seq" in lines[-1]
     assert "Traceback" not in done.stderr
+
+
+@needs_multi30k
+def test_schedulers_that_sample_dropout_are_refused_before_training(tmp_path, cache_dir):
+    from mtlrun.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="active_uncertainty samples MC-dropout"):
+        tiny_trainer(tmp_path, "tasks=multi30k", f"data_dir={SHARED_DATA}", cache_dir,
+                     "tasks.max_train=50", "tasks.max_eval=10", "model.vocab.subwords=300",
+                     "scheduler=active_uncertainty", base=TINY_MODEL)  # fmt: skip
