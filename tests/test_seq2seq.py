@@ -167,3 +167,53 @@ def test_schedulers_that_sample_dropout_are_refused_before_training(tmp_path, ca
         tiny_trainer(tmp_path, "tasks=multi30k", f"data_dir={SHARED_DATA}", cache_dir,
                      "tasks.max_train=50", "tasks.max_eval=10", "model.vocab.subwords=300",
                      "scheduler=active_uncertainty", base=TINY_MODEL)  # fmt: skip
+
+
+def word_translation(root, pair: str, vocab: dict[str, str], n: int) -> list[str]:
+    """Line-aligned files of a word-for-word toy language under root/pair; the config keys."""
+    rng = np.random.default_rng(len(pair))
+    words = sorted(vocab)
+    keys = []
+    for split, size in (("train", n), ("dev", 12), ("test", 12)):
+        sentences = [list(rng.choice(words, size=rng.integers(3, 7))) for _ in range(size)]
+        (root / pair).mkdir(exist_ok=True)
+        (root / pair / f"{split}.en").write_text("".join(" ".join(s) + "\n" for s in sentences))
+        (root / pair / f"{split}.xx").write_text(
+            "".join(" ".join(vocab[w] for w in s) + "\n" for s in sentences)
+        )
+        keys += [f"tasks.{pair}.{split}_source={pair}/{split}.en",
+                 f"tasks.{pair}.{split}_target={pair}/{split}.xx"]  # fmt: skip
+    return keys
+
+
+@pytest.mark.slow
+def test_two_language_pairs_share_one_decoder_end_to_end(tmp_path):
+    english = ["dog", "cat", "runs", "sleeps", "red", "big", "the", "a"]
+    keys = word_translation(tmp_path, "en_de", {w: w.upper() for w in english}, 200)
+    keys += word_translation(tmp_path, "en_fr", {w: w[::-1] for w in english}, 200)
+    run = tmp_path / "run"
+    mtlrun(["tasks=wmt_multilingual", f"data_dir={tmp_path}", *keys, "model.vocab.subwords=80",
+            "model.decoder.sharing=shared", *TINY_MODEL, "model.decoder.hidden_size=16",
+            "model.decoder.embedding_dim=16", "trainer.max_steps=40", "trainer.eval_every=20",
+            f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert sorted(results["tasks"]) == ["en_de", "en_fr"]
+    assert all(t["metric"] == "bleu" for t in results["tasks"].values())
+    log = (run / "mtlrun.log").read_text()
+    assert "2 tasks (en_de, en_fr)" in log
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "wmt14_en_de").is_dir(), reason="newstest sets not found")
+def test_wmt14_with_the_newstest_stand_in_runs_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    mtlrun(["tasks=wmt14_en_de", f"data_dir={SHARED_DATA}", "tasks.train=newstest_2009_2012",
+            "tasks.max_train=300", "tasks.max_eval=12", "model.vocab.subwords=500", *TINY_MODEL,
+            "model.decoder.name=transformer", "model.decoder.hidden_size=16",
+            "model.decoder.embedding_dim=16", "model.decoder.num_heads=2",
+            "model.decoder.ffn_dim=32", "trainer.max_steps=10", "trainer.eval_every=10",
+            f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert results["tasks"]["wmt14_en_de"]["metric"] == "bleu"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["split"] for m in metrics] == ["dev", "test"]
