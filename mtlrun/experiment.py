@@ -167,7 +167,14 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
 
 
 def check_kinds(c: Any, encoded: list[EncodedTask]) -> None:
-    """What this scheduler cannot measure on these tasks, said before training."""
+    """Settings that name tasks which are not there, and what this scheduler cannot measure on
+    these tasks, said before training."""
+    named = getattr(getattr(c.model, "decoder", None), "task_dropout", {})
+    names = [t.task.name for t in encoded]
+    for name in named:
+        if name not in names:
+            raise ConfigError(f"model.decoder.task_dropout.{name}: no task {name!r} here; the "
+                              f"tasks are {', '.join(names)}")  # fmt: skip
     if getattr(c.scheduler, "mc_samples", 0) > 0:
         for t in encoded:
             if not kind_of(t.task).mc_signals:

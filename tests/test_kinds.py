@@ -106,3 +106,17 @@ def test_checkpoint_selection_turns_lower_is_better_metrics(monkeypatch):
     assert selection_score([0.5, 0.2], [Metric.ACCURACY, Metric.BLEU]) > selection_score(
         [0.5, 0.6], [Metric.ACCURACY, Metric.BLEU]
     )
+
+
+def test_a_task_can_have_its_own_decoder_dropout_unless_it_shares_the_decoder():
+    from mtlrun.errors import ConfigError
+
+    dec = DecoderConfig(hidden_size=8, embedding_dim=8, dropout=0.1, task_dropout={"de": 0.25})
+    encoder, context = lstm(), HeadContext(vocab_size=20)
+    heads = [kind_of(t).head(encoder, t, SimpleNamespace(decoder=dec), context)
+             for t in (seq2seq_task("de"), seq2seq_task("fr"))]  # fmt: skip
+    rates = [{m.p for m in h.modules() if isinstance(m, nn.Dropout)} for h in heads]
+    assert rates == [{0.25}, {0.1}]
+    shared = SimpleNamespace(decoder=DecoderConfig(sharing="shared", task_dropout={"de": 0.25}))
+    with pytest.raises(ConfigError, match="task_dropout.de: the task shares its decoder"):
+        kind_of(seq2seq_task("de")).head(encoder, seq2seq_task("de"), shared, HeadContext(20))

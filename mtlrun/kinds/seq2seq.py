@@ -20,11 +20,14 @@ lower bound. A signal's score is teacher-forced token accuracy, not BLEU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlrun.errors import ConfigError
 from mtlrun.kinds.base import HeadContext, TaskKind, padded_source, register
 from mtlrun.models.decoders import EOS, PAD, build_decoder
 from mtlrun.models.decoding import beam_search, greedy
@@ -83,13 +86,19 @@ class Seq2Seq(TaskKind):
         if text_output(task):
             size = context.vocab_size
             if dec.sharing == "shared":  # one decoder for every task with a text output
+                if task.name in dec.task_dropout:
+                    raise ConfigError(
+                        f"model.decoder.task_dropout.{task.name}: the task shares its decoder "
+                        "(model.decoder.sharing=shared), so it has no dropout of its own"
+                    )
                 if "seq2seq_decoder" not in context.modules:
                     context.modules["seq2seq_decoder"] = build_decoder(size, encoder.output_size,
                                                                        dec)  # fmt: skip
                 return Seq2SeqHead(context.modules["seq2seq_decoder"], dec)
         else:
             size = SYMBOL_OFFSET + task.num_labels
-        return Seq2SeqHead(build_decoder(size, encoder.output_size, dec), dec)
+        own = dataclasses.replace(dec, dropout=dec.task_dropout.get(task.name, dec.dropout))
+        return Seq2SeqHead(build_decoder(size, encoder.output_size, own), dec)
 
     def classes(self, task: EncodedTask) -> int:
         """The output vocabulary: the run's (words or subwords), or </s> and the symbols."""
