@@ -90,8 +90,8 @@ class DecoderConfig:
         if self.name == "transformer" and self.hidden_size % self.num_heads:
             raise ConfigError(f"model.decoder.hidden_size={self.hidden_size} must be divisible "
                               f"by model.decoder.num_heads={self.num_heads}")  # fmt: skip
-        for key, p in {"dropout": self.dropout, **{f"task_dropout.{k}": v for k, v in
-                                                  self.task_dropout.items()}}.items():  # fmt: skip
+        own = {f"task_dropout.{k}": v for k, v in (self.task_dropout or {}).items()}
+        for key, p in {"dropout": self.dropout, **own}.items():
             if not 0 <= p < 1:
                 raise ConfigError(f"model.decoder.{key} must be in [0, 1) (got {p})")
         if not 0 <= self.label_smoothing < 1:

@@ -169,7 +169,7 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
 def check_kinds(c: Any, encoded: list[EncodedTask]) -> None:
     """Settings that name tasks which are not there, and what this scheduler cannot measure on
     these tasks, said before training."""
-    named = getattr(getattr(c.model, "decoder", None), "task_dropout", {})
+    named = getattr(getattr(c.model, "decoder", None), "task_dropout", None) or {}
     names = [t.task.name for t in encoded]
     for name in named:
         if name not in names:

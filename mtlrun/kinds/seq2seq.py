@@ -86,7 +86,7 @@ class Seq2Seq(TaskKind):
         if text_output(task):
             size = context.vocab_size
             if dec.sharing == "shared":  # one decoder for every task with a text output
-                if task.name in dec.task_dropout:
+                if task.name in (dec.task_dropout or {}):
                     raise ConfigError(
                         f"model.decoder.task_dropout.{task.name}: the task shares its decoder "
                         "(model.decoder.sharing=shared), so it has no dropout of its own"
@@ -97,7 +97,7 @@ class Seq2Seq(TaskKind):
                 return Seq2SeqHead(context.modules["seq2seq_decoder"], dec)
         else:
             size = SYMBOL_OFFSET + task.num_labels
-        own = dataclasses.replace(dec, dropout=dec.task_dropout.get(task.name, dec.dropout))
+        own = dataclasses.replace(dec, dropout=(dec.task_dropout or {}).get(task.name, dec.dropout))
         return Seq2SeqHead(build_decoder(size, encoder.output_size, own), dec)
 
     def classes(self, task: EncodedTask) -> int:
