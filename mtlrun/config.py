@@ -286,6 +286,8 @@ class OptimizerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0  # sgd only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam(w); Vaswani: 0.98
+    eps: float = 1e-8  # adam(w); Vaswani et al.: 1e-9
     grad_clip: float | None = 5.0  # max global gradient norm; null = off
     # learning-rate schedule (training/optimizers.py base_lr): constant; rsqrt, the inverse
     # square root of Vaswani et al. (peak lr · d_model^-0.5 · warmup^-0.5); rsqrt_peak, the same
@@ -302,6 +304,9 @@ class OptimizerConfig:
         if self.name not in ("adam", "adamw", "sgd"):
             raise ConfigError(f"optimizer.name must be adam, adamw or sgd (got {self.name!r})")
         _positive("optimizer.lr", self.lr)
+        _positive("optimizer.eps", self.eps)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optimizer.betas must be two values in [0, 1) (got {self.betas})")
         for key, value, allowed in (
             ("schedule", self.schedule, ("constant", "rsqrt", "rsqrt_peak", "linear")),
             ("layout", self.layout, (None, "shared", "per_task")),
@@ -374,6 +379,9 @@ class TrainerConfig:
     # batches by token count as translation models train (fairseq's max_tokens): at most this
     # many padded tokens per batch (source or output, the longer), batch_size examples at most
     max_tokens: int | None = None
+    # what picks the best checkpoint: the mean dev score of all tasks, or of the primary
+    # (target) tasks only, e.g. the translation task of tasks=mt_syntax
+    select_by: str = "mean"
     resume: str | None = None  # a run directory to continue
     step_mode: str | None = None  # single | mixed | all; null = the scheduler's own default
     progress: bool = True  # rich progress bar when attached to a terminal
@@ -394,6 +402,8 @@ class TrainerConfig:
         _positive("trainer.bucket_batches", self.bucket_batches)
         if self.max_tokens is not None:
             _positive("trainer.max_tokens", self.max_tokens)
+        if self.select_by not in ("mean", "primary"):
+            raise ConfigError(f"trainer.select_by must be mean or primary (got {self.select_by!r})")
         if self.step_mode not in (None, "single", "mixed", "all"):
             raise ConfigError(
                 f"trainer.step_mode must be single, mixed or all ({self.step_mode!r})"

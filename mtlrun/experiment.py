@@ -169,6 +169,17 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
 def check_kinds(c: Any, encoded: list[EncodedTask]) -> None:
     """Settings that name tasks which are not there, and what this scheduler cannot measure on
     these tasks, said before training."""
+    decoder = getattr(c.model, "decoder", None)
+    sharing = [t.task.name for t in encoded
+               if t.task.kind == Kind.SEQ2SEQ and not t.task.label_names]  # fmt: skip
+    if decoder is not None and decoder.sharing == "shared" and len(sharing) > 1:
+        log.warning("model.decoder.sharing=shared: %s share one decoder, and nothing tells it "
+                    "which task it writes for (no target-language token); fine for outputs in "
+                    "one language, else use model.decoder.sharing=per_task",
+                    ", ".join(sharing))  # fmt: skip
+    if c.trainer.select_by == "primary" and not any(t.task.primary for t in encoded):
+        raise ConfigError("trainer.select_by=primary: none of these tasks is marked primary; "
+                          "use trainer.select_by=mean")  # fmt: skip
     named = getattr(getattr(c.model, "decoder", None), "task_dropout", None) or {}
     names = [t.task.name for t in encoded]
     for name in named:

@@ -1,12 +1,13 @@
 """An output sequence per text: translation (a text output, scored by BLEU), or tags and
 linearised parses as sequences (a symbol output over `Task.label_names`, scored by token
-accuracy position by position), as Zaremoodi & Haffari and Kiperwasser & Ballesteros (2018)
+accuracy position by position), as Kiperwasser & Ballesteros (2018) and Meshgi et al. (2022)
 train syntax alongside translation.
 
 The head is a decoder (models/decoders.py) over the shared encoder's token states; by
 `model.decoder.sharing` each task has its own (Jean et al. 2019's working setting) or the tasks
-with a text output share one. Training is teacher-forced token-level cross-entropy, optionally
-label-smoothed; a task's loss L_k is the mean over its output tokens (</s> included).
+with a text output share one. Training is teacher-forced token-level cross-entropy, label-smoothed
+in training mode only (dev losses are plain NLL); a task's loss L_k is the mean over its output
+tokens (</s> included).
 Evaluation decodes (greedy, or beam search with `model.decoder.beam_size`) and scores the
 detokenised text against the split's references with sacrebleu.
 
@@ -56,8 +57,9 @@ class Seq2SeqHead(nn.Module):
         previous = torch.cat([torch.full_like(targets[:, :1], EOS), targets[:, :-1]], dim=1)
         logits = self.decoder(states, memory_pad, previous.masked_fill(previous == IGNORE, PAD))
         gold = targets[keep]
+        smoothing = self.label_smoothing if self.training else 0.0  # dev losses: plain NLL
         losses = F.cross_entropy(logits[keep].float(), gold, reduction="none",
-                                 label_smoothing=self.label_smoothing)  # fmt: skip
+                                 label_smoothing=smoothing)  # fmt: skip
         return Output(losses, gold, lambda: F.log_softmax(logits[keep].float(), -1),
                       lambda: self.generate(states, memory_pad, lengths))  # fmt: skip
 
@@ -69,6 +71,14 @@ class Seq2SeqHead(nn.Module):
             return greedy(self.decoder, memory, memory_pad, limit)
         return beam_search(self.decoder, memory, memory_pad, self.beam_size,
                            self.length_penalty, limit)  # fmt: skip
+
+
+def _same_length(gold: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both padded to the longer with values that never match: a missing token and an extra
+    token each count as one wrong position."""
+    n = max(len(gold), len(pred))
+    return (np.pad(gold, (0, n - len(gold)), constant_values=-1),
+            np.pad(pred, (0, n - len(pred)), constant_values=-2))  # fmt: skip
 
 
 def text_output(task: Task) -> bool:
@@ -136,10 +146,10 @@ class Seq2Seq(TaskKind):
             else:
                 references = [task.encoder.decode(g.tolist()) for g in gold]
             return compute_metric(metric, references, hypotheses, [])
-        if metric == Metric.TOKEN_ACCURACY:  # position by position, over the gold length
-            aligned = [np.resize(np.append(p, -1), len(g)) if len(p) < len(g) else p[: len(g)]
-                       for g, p in zip(gold, pred, strict=True)]  # fmt: skip
-            return compute_metric(metric, gold, aligned, task.task.label_names)
+        if metric == Metric.TOKEN_ACCURACY:  # position by position: a missing or extra token
+            pairs = [_same_length(g, p) for g, p in zip(gold, pred, strict=True)]
+            return compute_metric(metric, [g for g, _ in pairs], [p for _, p in pairs],
+                                  task.task.label_names)  # fmt: skip
         raise ValueError(f"{metric.value} does not score a seq2seq task")
 
     def signal_rows(self, out: Output) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,7 @@ Each side is stripped; a pair with an empty side is dropped (counted, and logged
 corpus). Different numbers of lines (segments) on the two sides are a DataError naming both
 files and counts. The pairs come back as lists of words split at any whitespace
 (`str.split()`: raw text, so a no-break space separates words too; Multi30k's German side has
-47 of them; the README counts of 345,020 / 322,383 train words are these), with the content
-digests of both files for a task's fingerprint.
+47 of them), with the content digests of both files for a task's fingerprint.
 """
 
 from __future__ import annotations

@@ -280,14 +280,14 @@ def _wmt14_train(cfg: Wmt14EnDeConfig, data_dir: str | None,
         files = local_pairs(stand_in, {y: y for y in STAND_IN_YEARS}, languages,
                             f"WMT'14 En-De train ({STAND_IN})", how)  # fmt: skip
         parts = [read_parallel(*files[year]) for year in STAND_IN_YEARS]
-        log.warning("WMT'14 En-De trains on %s: newstest 2009-2012 (%d pairs), a small stand-in, "
-                    "not the WMT'14 training data", STAND_IN, sum(map(len, parts)))  # fmt: skip
         text = ParallelText([w for p in parts for w in p.source],
                             [w for p in parts for w in p.target],
                             {k: v for p in parts for k, v in p.files.items()},
                             sum(p.dropped for p in parts))  # fmt: skip
         if cfg.max_train is not None:
             text.source, text.target = text.source[: cfg.max_train], text.target[: cfg.max_train]
+        log.warning("WMT'14 En-De trains on %s: %d pairs of newstest 2009-2012, a small stand-in, "
+                    "not the WMT'14 training data", STAND_IN, len(text.source))  # fmt: skip
         return text, {"stand_in": STAND_IN, "files": text.files}
     if cfg.train_source is not None:
         paths = user_path(data_dir, cfg.train_source), user_path(data_dir, cfg.train_target)

@@ -78,7 +78,7 @@ def make_optimizer(cfg, params: list[dict[str, Any]]) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, **fused)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, **fused)
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **fused)
 
 
 class TaskOptimizers:

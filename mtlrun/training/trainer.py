@@ -457,8 +457,10 @@ class Trainer:
             self.rt.check_same([self._parameter_sum(), *probs, *weights, *lr_scales],
                                "the model's parameters or the scheduler's decisions")  # fmt: skip
         aggregate = _mean_defined([e.score for e in evals])
-        selection = selection_score([e.score for e in evals],
-                                    [t.task.metric for t in self.tasks])  # fmt: skip
+        chosen = [k for k, t in enumerate(self.tasks)
+                  if self.cfg.select_by == "mean" or t.task.primary]  # fmt: skip
+        selection = selection_score([evals[k].score for k in chosen],
+                                    [self.tasks[k].task.metric for k in chosen])  # fmt: skip
         improved = selection > self.state.best_score or self.state.best_step == 0
         if improved:
             self.state.best_score, self.state.best_step = selection, step
