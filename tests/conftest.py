@@ -171,6 +171,10 @@ def model_for(encoder, kinds: list, num_labels: list[int], crf: bool = False):
     from mtlrun.models.multitask import MultiTaskModel
 
     cfg, context = SimpleNamespace(crf=crf), HeadContext()
-    heads = [KINDS[kind].head(encoder, SimpleNamespace(kind=kind, num_labels=n), cfg, context)
-             for kind, n in zip(kinds, num_labels, strict=True)]  # fmt: skip
+    tasks = [
+        SimpleNamespace(kind=kind, num_labels=n) for kind, n in zip(kinds, num_labels, strict=True)
+    ]
+    heads = [KINDS[t.kind].head(encoder, t, cfg, context) for t in tasks]
+    for task, head in zip(tasks, heads, strict=True):
+        KINDS[task.kind].finish_head(head, task, cfg)
     return MultiTaskModel(encoder, heads)

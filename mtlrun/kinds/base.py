@@ -52,6 +52,11 @@ class TaskKind:
         config `cfg`."""
         raise NotImplementedError
 
+    def finish_head(self, head: nn.Module, task: Task, cfg) -> None:
+        """Called once every task's head exists: parts built here draw their random initial
+        values after all heads' (a CRF, as before the kinds owned heads), so a seed gives the
+        same initial model as it always did."""
+
     def classes(self, task: EncodedTask) -> int:
         """How many classes each output row chooses among (its chance loss is ln of it)."""
         return task.task.num_labels

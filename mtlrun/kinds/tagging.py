@@ -21,10 +21,10 @@ from mtlrun.training.batches import to_device
 class TaggingHead(nn.Module):
     """Per-token logits (`linear`), optionally followed by a CRF (`crf`)."""
 
-    def __init__(self, in_features: int, num_tags: int, crf: bool) -> None:
+    def __init__(self, in_features: int, num_tags: int) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, num_tags)
-        self.crf = CRF(num_tags) if crf else None
+        self.crf: CRF | None = None  # added by Tagging.finish_head with model.crf
 
     def forward(self, states: torch.Tensor, pooled: torch.Tensor, batch: Batch) -> Output:
         logits = self.linear(states)
@@ -58,7 +58,11 @@ class Tagging(TaskKind):
     kind = Kind.TAGGING
 
     def head(self, encoder: nn.Module, task: Task, cfg, context: HeadContext) -> nn.Module:
-        return TaggingHead(encoder.output_size, task.num_labels, crf=cfg.crf)
+        return TaggingHead(encoder.output_size, task.num_labels)
+
+    def finish_head(self, head: nn.Module, task: Task, cfg) -> None:
+        if cfg.crf:
+            head.crf = CRF(task.num_labels)
 
     def collate(self, split: EncodedSplit, index: np.ndarray, device: torch.device) -> Batch:
         ids, lengths, segments, (mask, positions) = padded_source(split, index, device)

@@ -41,4 +41,7 @@ def build_model(cfg, vocab: list[str] | None, tasks: list[Task], seed: int) -> M
     from mtlrun.kinds import HeadContext, kind_of
 
     context = HeadContext(vocab_size=len(vocab) if vocab else None)
-    return MultiTaskModel(encoder, [kind_of(t).head(encoder, t, cfg, context) for t in tasks])
+    heads = [kind_of(t).head(encoder, t, cfg, context) for t in tasks]
+    for task, head in zip(tasks, heads, strict=True):
+        kind_of(task).finish_head(head, task, cfg)
+    return MultiTaskModel(encoder, heads)

@@ -28,8 +28,8 @@ outputs one symbol per word: the signed offset from the word to its head and the
 `+1/nsubj` (head one word to the right), `-2/obj`, and `0/root` for the root (offset 0, as no
 word heads itself); the relative positional encoding of Strzyz et al. 2019. It encodes every
 tree, projective or not; scored position by position, its token accuracy is the labelled
-attachment score. How they joined offset and label into output tokens (one symbol, as here,
-or two) is our choice.
+attachment score when the output has one symbol per word. How they joined offset and label
+into output tokens (one symbol, as here, or two) is our choice.
 `parse_scheme: arc_standard` is the alternative of transition-based parsing as a sequence
 (our choice, offered for comparison): the 2n arc-standard transitions (Nivre 2004) of the gold
 tree, `SHIFT`, `LEFT-ARC_<rel>` (top of the stack heads the word below it),
