@@ -24,6 +24,7 @@ from mtlrun.errors import ConfigError, DataError
 from mtlrun.kinds import kind_of
 from mtlrun.models import build_model, uses_subwords
 from mtlrun.models.embeddings import pretrained_words
+from mtlrun.report.plots import plot_run_quietly
 from mtlrun.report.results import print_results, write_results
 from mtlrun.schedulers import (
     Scheduler,
@@ -339,5 +340,6 @@ def _run(c: Any, run_dir: Path, resume: bool, runtime: Runtime | None = None) ->
     results["timing"].update(learning)
     results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
     write_results(run_dir, results)
+    plot_run_quietly(run_dir)  # never fails the run: a warning at worst
     print_results(results, run_dir)
     return results

@@ -41,7 +41,8 @@ LOCK = ".lock"
 # what a run writes; a new run with trainer.overwrite=true removes these first, so a kill
 # halfway never leaves the old results beside the new config
 RUN_FILES = (MANIFEST, CONFIG, "results.json", "results.csv", "results.md", "metrics.jsonl",
-             "schedule.csv", "policy.pt", "learning.json", "error.txt", "checkpoints")  # fmt: skip
+             "schedule.csv", "policy.pt", "learning.json", "error.txt", "checkpoints",
+             "plots")  # fmt: skip
 
 
 def holds_run(directory: Path) -> bool:

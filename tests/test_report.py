@@ -190,5 +190,5 @@ def test_real_sweep_end_to_end(tmp_path: Path, tiny_sweep: Path):
     assert rows["sent0", "uniform"][4] == "2"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| task | uniform | proportional |" in md and "**" in md
-    assert (tmp_path / "rep" / "report.tex").read_text().count("\\\\") == 5  # header+3+avg
+    assert (tmp_path / "rep" / "report.tex").read_text().count("\\\\") == 6  # header+3+avg+noise
     assert "average" in proc.stdout

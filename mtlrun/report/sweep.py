@@ -4,7 +4,9 @@ aggregate per (task, column) the mean and sample std (ddof=1) of the chosen spli
 Reading (`collect_runs`) is the only I/O; everything after it is a pure function of the runs.
 Scores stay fractions here; the renderers turn them into percentages. A cell counts the runs
 in it whose learned schedule collapsed onto one task (results.json's "collapse" record), so
-the renderers can mark it.
+the renderers can mark it. The statistics (mtlrun/report/stats.py) come on top: a bootstrap
+confidence interval per cell (`build_table(ci=True)`), the noise floor of one column
+(`noise_floor`) and a paired test of two columns over matching runs (`compare`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mtlrun.report import stats
 
 AVERAGE = "average"
 UNSET = "(unset)"
@@ -47,6 +51,19 @@ class Cell:
     mean: float | None  # None: no run in this column has this task
     std: float | None  # sample std (ddof=1); None when n < 2
     n: int
+    scores: list[float] = field(default_factory=list)  # one per run, in job order
+    ci: tuple[float, float] | None = None  # bootstrap CI of the mean (build_table(ci=True))
+
+
+NOISE_COLUMNS = ("uniform", "uniform_sampling")  # the uniform sampler's ids, with --by scheduler
+
+
+@dataclass
+class NoiseFloor:
+    """The sample std over seeds of one column's scores, per row (stats.noise_floor)."""
+
+    column: str
+    values: dict[str, float | None]  # row -> std; None where the column has < 2 runs
 
 
 @dataclass
@@ -60,6 +77,8 @@ class Table:
     show_n: set[tuple[str, str]] = field(default_factory=set)  # cells whose n is worth printing
     averaged_over: list[str] = field(default_factory=list)  # the other swept override keys
     collapsed: dict[tuple[str, str], int] = field(default_factory=dict)  # cell -> collapsed runs
+    ci: float | None = None  # the confidence level of the cells' CIs; None: not computed
+    noise: NoiseFloor | None = None  # the noise floor's column and values; None: no such column
 
 
 class NotASweep(Exception):
@@ -153,41 +172,56 @@ def swept_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({m.get(k) for m in maps}) > 1]
 
 
-def _cell(scores: list[float]) -> Cell:
+def _cell(scores: list[float], ci: bool = False) -> Cell:
     if not scores:
         return Cell(None, None, 0)
     std = statistics.stdev(scores) if len(scores) > 1 else None
-    return Cell(statistics.fmean(scores), std, len(scores))
+    interval = stats.bootstrap_ci(scores) if ci else None
+    return Cell(statistics.fmean(scores), std, len(scores), scores, interval)
 
 
-def build_table(runs: list[Run], by: str = "scheduler", split: str = "test") -> Table:
+def run_score(run: Run, row: str, split: str) -> float | None:
+    """A finished run's score in a table row: the task's score, or for the average row the run's
+    aggregate (the mean over its tasks); None if the run lacks the task. NaN when undefined."""
+    res: dict[str, Any] = run.results  # type: ignore[assignment]
+    if row == AVERAGE:
+        agg = (res.get("aggregate") or {}).get(split)
+        if agg is None:  # no aggregate recorded: the mean over the run's tasks
+            agg = statistics.fmean(t[split] for t in res["tasks"].values())
+        return _score(agg)
+    if row in res["tasks"]:
+        return _score(res["tasks"][row][split])
+    return None
+
+
+def build_table(
+    runs: list[Run],
+    by: str = "scheduler",
+    split: str = "test",
+    ci: bool = False,
+    noise_column: str | None = None,
+) -> Table:
     """Rows = tasks + "average", columns = values of `by`; each cell aggregates the finished runs
     of its column. The average row averages each run's own aggregate score (the mean over its
-    tasks), so its std is the spread of whole runs, as in a paper's "average" row."""
+    tasks), so its std is the spread of whole runs, as in a paper's "average" row. `ci`: give
+    each cell the 95 % percentile-bootstrap interval of its mean (stats.bootstrap_ci). The
+    table's noise floor is the spread of column `noise_column` (ValueError if there is no such
+    column), by default of the `uniform` column when the columns are schedulers."""
     finished = [r for r in runs if r.results is not None]
     column_of = {id(r): setting(r, by) or UNSET for r in runs}
     columns = list(dict.fromkeys(column_of[id(r)] for r in runs))
     tasks = list(dict.fromkeys(t for r in finished for t in r.results["tasks"]))  # type: ignore[index]
 
     def scores(column: str, task: str) -> list[float]:
-        out = []
-        for r in finished:
-            if column_of[id(r)] != column:
-                continue
-            res: dict[str, Any] = r.results  # type: ignore[assignment]
-            if task == AVERAGE:
-                agg = (res.get("aggregate") or {}).get(split)
-                if agg is None:  # no aggregate recorded: the mean over the run's tasks
-                    agg = statistics.fmean(t[split] for t in res["tasks"].values())
-                out.append(_score(agg))
-            elif task in res["tasks"]:
-                out.append(_score(res["tasks"][task][split]))
-        return out
+        in_column = (run_score(r, task, split) for r in finished if column_of[id(r)] == column)
+        return [s for s in in_column if s is not None]
 
     rows = [*tasks, AVERAGE]
-    cells = {(t, c): _cell(scores(c, t)) for t in rows for c in columns}
+    cells = {(t, c): _cell(scores(c, t), ci) for t in rows for c in columns}
     incomplete = {column_of[id(r)] for r in runs if r.results is None}
-    table = Table(by, split, columns, rows, cells)
+    table = Table(by, split, columns, rows, cells, ci=stats.CONFIDENCE if ci else None)
+    noise_col = noise_column_of(table, noise_column)
+    table.noise = None if noise_col is None else noise_floor(table, noise_col)
     table.averaged_over = [k for k in swept_keys(runs) if k != by]
     table.collapsed = _collapsed_cells(finished, column_of)
     for t in rows:
@@ -236,3 +270,91 @@ def baselines(runs: list[Run]) -> dict[str, float]:
 def _score(value: Any) -> float:
     """A score from results.json, where an undefined one (e.g. ROC-AUC on one class) is null."""
     return math.nan if value is None else float(value)
+
+
+def noise_column_of(table: Table, requested: str | None = None) -> str | None:
+    """The column whose spread is the noise floor: `requested` (ValueError if it is not a
+    column), else the `uniform` column when the columns are schedulers, else None."""
+    if requested is not None:
+        if requested not in table.columns:
+            raise ValueError(
+                f"--noise-column {requested}: no such column of {table.by} "
+                f"(columns: {', '.join(table.columns)})"
+            )
+        return requested
+    if table.by == "scheduler":
+        return next((c for c in NOISE_COLUMNS if c in table.columns), None)
+    return None
+
+
+def noise_floor(table: Table, column: str) -> NoiseFloor:
+    return NoiseFloor(
+        column, {row: stats.noise_floor(table.cells[row, column].scores) for row in table.rows}
+    )
+
+
+@dataclass
+class Comparison:
+    """Column `a` against column `b`, run by run: per row, the paired test over the runs of `a`
+    and `b` that agree on every key in `matched_on` (None: fewer than 2 such pairs)."""
+
+    by: str
+    split: str
+    a: str
+    b: str
+    matched_on: list[str]  # the swept keys other than `by`
+    rows: list[str]
+    tests: dict[str, stats.PairedTest | None]
+    pairs: dict[str, int]  # row -> pairs with a finite score on both sides
+    unpaired: int  # finished runs of a or b with no partner
+
+
+def compare(table: Table, runs: list[Run], a: str, b: str) -> Comparison:
+    """Pair the finished runs of columns `a` and `b` of `table` by every swept key other than
+    the column key (normally the seed), and test each row's differences a - b
+    (stats.paired_test). A run without a partner (its seed failed in the other column) and a
+    pair where either score is missing or undefined are left out. Raises ValueError for an
+    unknown or repeated column, two runs of one column that agree on every key, or fewer than 2
+    pairs in the average row."""
+    for c in (a, b):
+        if c not in table.columns:
+            raise ValueError(
+                f"--compare: no column {c!r} of {table.by} (columns: {', '.join(table.columns)})"
+            )
+    if a == b:
+        raise ValueError(f"--compare: compare two different columns, not {a} with itself")
+    matched_on = [k for k in swept_keys(runs) if k != table.by]
+    finished = [r for r in runs if r.results is not None]
+    side: dict[str, dict[tuple[str | None, ...], Run]] = {a: {}, b: {}}
+    for r in finished:
+        column = setting(r, table.by) or UNSET
+        if column not in side:
+            continue
+        key = tuple(setting(r, k) for k in matched_on)
+        if key in side[column]:
+            what = ", ".join(f"{k}={v}" for k, v in zip(matched_on, key, strict=True))
+            raise ValueError(
+                f"--compare: {side[column][key].path} and {r.path} of column {column} agree on "
+                f"every swept key ({what or 'none is swept'}): cannot pair runs"
+            )
+        side[column][key] = r
+    keys = [k for k in side[a] if k in side[b]]
+    unpaired = len(side[a]) + len(side[b]) - 2 * len(keys)
+    tests: dict[str, stats.PairedTest | None] = {}
+    pairs: dict[str, int] = {}
+    for row in table.rows:
+        xs, ys = [], []
+        for k in keys:
+            x, y = run_score(side[a][k], row, table.split), run_score(side[b][k], row, table.split)
+            if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
+                xs.append(x)
+                ys.append(y)
+        pairs[row] = len(xs)
+        tests[row] = stats.paired_test(xs, ys) if len(xs) >= 2 else None
+    if pairs[AVERAGE] < 2:
+        on = ", ".join(matched_on) or "no swept key"
+        raise ValueError(
+            f"--compare {a} {b}: {pairs[AVERAGE]} pair(s) of finished runs match on {on}; "
+            "a paired test needs at least 2"
+        )
+    return Comparison(table.by, table.split, a, b, matched_on, table.rows, tests, pairs, unpaired)

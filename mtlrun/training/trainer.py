@@ -49,6 +49,7 @@ from mtlrun.errors import Diverged, MtlrunError
 from mtlrun.kinds import kind_of
 from mtlrun.models import MultiTaskModel
 from mtlrun.report.progress import ProgressDisplay
+from mtlrun.report.time_to_accuracy import add_to_tasks as add_time_to_accuracy
 from mtlrun.schedulers import Scheduler, StepMode
 from mtlrun.tasks.encode import EncodedTask
 from mtlrun.tasks.spec import Metric
@@ -536,7 +537,7 @@ class Trainer:
                             **extra})  # fmt: skip
         self.log.metrics(records)
         return {
-            "tasks": per_task,
+            "tasks": add_time_to_accuracy(per_task, self.log.metrics_path, self.state.best_step),
             "aggregate": {
                 s: _mean_defined([r[s] for r in per_task.values()]) for s in ("dev", "test")
             },
