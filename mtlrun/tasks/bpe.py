@@ -31,6 +31,7 @@ from mtlrun.tasks.encode import (
     UNK,
     UNK_ID,
     EncodedSplit,
+    encoded_pairs,
     flatten,
     seq2seq_targets,
     task_texts,
@@ -98,11 +99,7 @@ class BpeEncoder:
         first = self._source(split.tokens)
         if split.pair is not None:
             second = self._source(split.pair)
-            ids, offsets = flatten([a + b for a, b in zip(first, second, strict=True)], np.int32)
-            segments, _ = flatten(
-                [[0] * len(a) + [1] * len(b) for a, b in zip(first, second, strict=True)], np.int8
-            )
-            return EncodedSplit(ids, offsets, np.asarray(split.labels, np.int64), segments)
+            return encoded_pairs(first, second, split.labels)
         ids, offsets = flatten(first, np.int32)
         if kind != Kind.SEQ2SEQ:
             return EncodedSplit(ids, offsets, np.asarray(split.labels, np.int64))

@@ -137,6 +137,15 @@ class TextEncoder(Protocol):
     def decode(self, ids: list[int]) -> str: ...  # output ids -> text (seq2seq tasks)
 
 
+def encoded_pairs(first: list[list[int]], second: list[list[int]], labels) -> EncodedSplit:
+    """Pairs as one sequence each, the first text's ids then the second's, segments 0 / 1."""
+    ids, offsets = flatten([a + b for a, b in zip(first, second, strict=True)], np.int32)
+    segments, _ = flatten(
+        [[0] * len(a) + [1] * len(b) for a, b in zip(first, second, strict=True)], np.int8
+    )
+    return EncodedSplit(ids, offsets, np.asarray(labels, np.int64), segments)
+
+
 def flatten(rows: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -204,11 +213,7 @@ class WordEncoder:
         first = self._ids(split.tokens)
         if split.pair is not None:
             second = self._ids(split.pair)
-            ids, offsets = flatten([a + b for a, b in zip(first, second, strict=True)], np.int32)
-            segments, _ = flatten(
-                [[0] * len(a) + [1] * len(b) for a, b in zip(first, second, strict=True)], np.int8
-            )
-            return EncodedSplit(ids, offsets, np.asarray(split.labels, np.int64), segments)
+            return encoded_pairs(first, second, split.labels)
         ids, offsets = flatten(first, np.int32)
         if kind == Kind.SEQ2SEQ:
             labels, label_offsets = seq2seq_targets(self.encode_words, split.labels,
