@@ -111,6 +111,7 @@ def test_training_is_deterministic(fitted):
     assert again.encode_words(texts) == fitted.encode_words(texts)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_across_processes(fitted, tmp_path):
     """A fresh process (other hash seeds, other thread timing) learns the same merges."""
     code = (

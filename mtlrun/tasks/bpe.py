@@ -33,6 +33,7 @@ from mtlrun.tasks.encode import (
     EncodedSplit,
     encoded_pairs,
     flatten,
+    load_tokenizer_json,
     seq2seq_targets,
     task_texts,
 )
@@ -126,13 +127,7 @@ class BpeEncoder:
         self._fitted().save(str(directory / "tokenizer.json"))
 
     def load(self, directory: Path) -> None:
-        text = (directory / "tokenizer.json").read_text(encoding="utf-8")
-        try:
-            self.tokenizer = Tokenizer.from_str(text)
-        except Exception as e:  # `tokenizers` raises a bare Exception for a damaged file
-            if type(e) is not Exception:
-                raise
-            raise ValueError(f"tokenizer.json: {e}") from None
+        self.tokenizer = load_tokenizer_json(directory)
 
     def _fitted(self) -> Tokenizer:
         if self.tokenizer is None:

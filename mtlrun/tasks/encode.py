@@ -137,6 +137,17 @@ class TextEncoder(Protocol):
     def decode(self, ids: list[int]) -> str: ...  # output ids -> text (seq2seq tasks)
 
 
+def load_tokenizer_json(directory: Path) -> Tokenizer:
+    """`directory/tokenizer.json`; a damaged file is a ValueError (the cache rebuilds it)."""
+    text = (directory / "tokenizer.json").read_text(encoding="utf-8")
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as e:  # `tokenizers` raises a bare Exception for a damaged file
+        if type(e) is not Exception:
+            raise
+        raise ValueError(f"tokenizer.json: {e}") from None
+
+
 def encoded_pairs(first: list[list[int]], second: list[list[int]], labels) -> EncodedSplit:
     """Pairs as one sequence each, the first text's ids then the second's, segments 0 / 1."""
     ids, offsets = flatten([a + b for a, b in zip(first, second, strict=True)], np.int32)
@@ -231,13 +242,7 @@ class WordEncoder:
         self.tokenizer.save(str(directory / "tokenizer.json"))
 
     def load(self, directory: Path) -> None:
-        text = (directory / "tokenizer.json").read_text(encoding="utf-8")
-        try:
-            self.tokenizer = Tokenizer.from_str(text)
-        except Exception as e:  # `tokenizers` raises a bare Exception for a damaged file
-            if type(e) is not Exception:
-                raise
-            raise ValueError(f"tokenizer.json: {e}") from None
+        self.tokenizer = load_tokenizer_json(directory)
 
 
 def cache_key(tasks: list[Task], encoder: TextEncoder) -> str:
