@@ -6,7 +6,7 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU
 
-from mtlrun.training.bleu import BLEU_SIGNATURE, bleu_signature, corpus_bleu
+from mtlrun.training.bleu import bleu_signature, corpus_bleu
 
 HYPS = [
     "The cat sat on the mat.",
@@ -82,7 +82,6 @@ def test_empty_corpus_is_nan():
 
 
 def test_signature_is_sacrebleus_default():
-    assert BLEU_SIGNATURE == bleu_signature()
-    fields = dict(f.split(":", 1) for f in BLEU_SIGNATURE.split("|"))
+    fields = dict(f.split(":", 1) for f in bleu_signature().split("|"))
     assert fields == {"nrefs": "1", "case": "mixed", "eff": "no", "tok": "13a",
                       "smooth": "exp", "version": sacrebleu.__version__}  # fmt: skip

@@ -114,11 +114,6 @@ class EncodedSplit:
             return self.lengths
         return np.maximum(self.lengths, np.diff(self.label_offsets))
 
-    @property
-    def output_lengths(self) -> np.ndarray | None:
-        """Seq2seq: each example's output length (</s> included); None for other kinds."""
-        return None if self.label_offsets is None else np.diff(self.label_offsets)
-
 
 @dataclass
 class EncodedTask:

@@ -1,6 +1,6 @@
 """Corpus BLEU of detokenised text, as sacrebleu computes it with its defaults (Post 2018):
 case-sensitive, 13a tokenisation, exponential smoothing, one reference per hypothesis.
-Report the score with its signature (`BLEU_SIGNATURE`) so it can be compared across papers."""
+Report the score with its signature (`bleu_signature()`) so it can be compared across papers."""
 
 from __future__ import annotations
 
@@ -31,6 +31,3 @@ def bleu_signature() -> str:
     bleu = _bleu()
     bleu.corpus_score(["a"], [["a"]])  # sacrebleu knows the number of references after a score
     return str(bleu.get_signature())
-
-
-BLEU_SIGNATURE = bleu_signature()
