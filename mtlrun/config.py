@@ -429,6 +429,9 @@ class Config:
     seed: int = 0
     data_dir: str | None = None  # local datasets; null = the Hugging Face hub (needs internet)
     cache_dir: str = "~/.cache/mtlrun"  # tokenised splits and vocabularies, keyed by content hash
+    # experiment=<paper table> (conf/experiment/): the paper's numbers and the sweep that
+    # reproduces them, read by mtlrun-reproduce; a run ignores it (docs/experiments.md)
+    paper: Any = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
