@@ -385,6 +385,7 @@ class TrainerConfig:
     resume: str | None = None  # a run directory to continue
     step_mode: str | None = None  # single | mixed | all; null = the scheduler's own default
     progress: bool = True  # rich progress bar when attached to a terminal
+    plots: bool = True  # draw <run dir>/plots/ at the end (about 2 s; mtlrun-report --plots later)
     checkpoints: bool = True
     overwrite: bool = False  # a new run may replace the run already in its directory
     # a non-finite loss or gradient: stop (keep the last good checkpoint, exit non-zero) or
@@ -419,6 +420,23 @@ class TrainerConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Leave-one-task-out transfer (docs/transfer.md): `task` is kept out of training; then a
+    new head learns it over the frozen encoder, scored by `folds`-fold cross-validation."""
+
+    task: str | None = None  # a classification task of the suite; null: no transfer
+    folds: int = 5
+    epochs: int = 20  # passes of the new head over each fold's training examples
+    lr: float = 1e-3  # Adam, the new head only
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"transfer.folds must be >= 2 (got {self.folds})")
+        _positive("transfer.epochs", self.epochs)
+        _positive("transfer.lr", self.lr)
+
+
+@dataclass
 class Config:
     model: Any = MISSING
     tasks: Any = MISSING
@@ -429,6 +447,10 @@ class Config:
     seed: int = 0
     data_dir: str | None = None  # local datasets; null = the Hugging Face hub (needs internet)
     cache_dir: str = "~/.cache/mtlrun"  # tokenised splits and vocabularies, keyed by content hash
+    # experiment=<paper table> (conf/experiment/): the paper's numbers and the sweep that
+    # reproduces them, read by mtlrun-reproduce; a run ignores it (docs/experiments.md)
+    paper: Any = None
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

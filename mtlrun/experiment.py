@@ -43,6 +43,7 @@ from mtlrun.training.parallel_learning import episode_seed, learn_policy_paralle
 from mtlrun.training.policy_learning import learn_policy
 from mtlrun.training.runtime import Runtime
 from mtlrun.training.trainer import Trainer
+from mtlrun.training.transfer import encode_held_out, hold_out, transfer
 
 log = logging.getLogger("mtlrun")
 
@@ -82,6 +83,7 @@ class Prepared:
     scheduler: Scheduler
     step_mode: StepMode
     device: torch.device
+    held_out: EncodedTask | None = None  # transfer.task, kept out of training
 
 
 def check_unique_names(tasks: list[Task]) -> None:
@@ -140,15 +142,14 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
     if rt.distributed:
         device = rt.device  # this rank's: cuda:<local rank> on a GPU
     check_cache_writable(c.cache_dir)  # before loading data, not after
-    tasks = select_tasks(
-        load_tasks(c.tasks, c.seed, c.data_dir),
-        scheduler_class(c.scheduler.name).task_subset(c.scheduler),
-    )
+    trained, held = hold_out(load_tasks(c.tasks, c.seed, c.data_dir), c.transfer.task)
+    tasks = select_tasks(trained, scheduler_class(c.scheduler.name).task_subset(c.scheduler))
     check_unique_names(tasks)
     check_splits(tasks)
     first: list = []  # rank 0 encodes first (and fills the cache the other ranks then read)
     rt.on_main(lambda: first.append(encode(c, tasks)))
     encoded, vocab = first[0] if first else encode(c, tasks)
+    held_out = encode_held_out(held, encoded) if held is not None else None
     infos = [
         TaskInfo(name=t.task.name, n_train=len(t.splits["train"]),
                  n_train_batches=count_batches(t.splits["train"].batch_lengths,
@@ -164,7 +165,7 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
     step_mode = resolve_step_mode(scheduler, c.trainer.step_mode)
     check_hardware(c, scheduler, rt)
     check_kinds(c, encoded)
-    return Prepared(tasks, encoded, vocab, scheduler, step_mode, device)
+    return Prepared(tasks, encoded, vocab, scheduler, step_mode, device, held_out)
 
 
 def check_kinds(c: Any, encoded: list[EncodedTask]) -> None:
@@ -334,12 +335,16 @@ def _logging_config() -> dict | None:
 def _run(c: Any, run_dir: Path, resume: bool, runtime: Runtime | None = None) -> dict | None:
     p = prepare(c, runtime)
     learning = learn(c, p, run_dir, resume)
-    results = make_trainer(c, p, run_dir, runtime=runtime).fit(resume=resume)
+    trainer = make_trainer(c, p, run_dir, runtime=runtime)
+    results = trainer.fit(resume=resume)
     if results is None:  # a data-parallel rank other than 0
         return None
+    if p.held_out is not None:  # the best model's encoder, frozen
+        results["transfer"] = transfer(c, trainer.model.encoder, p.held_out, p.device)
     results["timing"].update(learning)
     results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
     write_results(run_dir, results)
-    plot_run_quietly(run_dir)  # never fails the run: a warning at worst
+    if c.trainer.plots:
+        plot_run_quietly(run_dir)  # never fails the run: a warning at worst
     print_results(results, run_dir)
     return results

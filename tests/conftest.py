@@ -73,7 +73,7 @@ TINY = [
     "tasks.train_sizes=[300,60]", "tasks.label_noise=[0.0,0.1]", "tasks.tagging_train_size=60",
     "tasks.dev_size=40", "tasks.test_size=40", "model.hidden_size=16", "model.embeddings.dim=16",
     "trainer.max_steps=60", "trainer.eval_every=20", "trainer.progress=false",
-    "hardware.num_threads=1",
+    "trainer.plots=false", "hardware.num_threads=1",
 ]  # fmt: skip
 
 

@@ -111,7 +111,7 @@ def test_conll_with_bert_and_crf_runs_end_to_end(tiny_bert, tmp_path, cache_dir)
     run = tmp_path / "run"
     mtlrun(["tasks=conll", f"data_dir={data}", "model=bert", f"model.name={tiny_bert}",
             "model.crf=true", "trainer.max_steps=6", "trainer.eval_every=3",
-            "trainer.progress=false", "hardware.num_threads=1", cache_dir,
+            "trainer.progress=false", "trainer.plots=false", "hardware.num_threads=1", cache_dir,
             f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     assert set(results["tasks"]) == {"pos", "chunking", "ner"}
@@ -129,7 +129,8 @@ def test_glue_fang_with_the_lstm_pair_head_on_handmade_files(glue_dir, tmp_path,
         f.write("0\t5\t6\tA b .\tC d .\n1\t7\t8\tHe left .\tHe went .\n")
     mtlrun(["tasks=glue_fang", f"data_dir={glue_dir.parent}", "tasks.train_size.sst2=10",
             "model.hidden_size=16", "model.embeddings.dim=16", "trainer.max_steps=12",
-            "trainer.eval_every=6", "trainer.progress=false", "hardware.num_threads=1", cache_dir,
+            "trainer.eval_every=6", "trainer.progress=false",
+            "trainer.plots=false", "hardware.num_threads=1", cache_dir,
             f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     results = _results(run)
     assert set(results["tasks"]) == {"sst2", "rte", "mrpc"}
@@ -146,7 +147,8 @@ def test_glue_fang_with_bert_on_the_real_files(tiny_bert, tmp_path, cache_dir):
     run = tmp_path / "run"
     mtlrun(["tasks=glue_fang", f"data_dir={SHARED_DATA}", "model=bert",
             f"model.name={tiny_bert}", "model.max_length=48", "trainer.max_steps=6",
-            "trainer.eval_every=3", "trainer.progress=false", "hardware.num_threads=1", cache_dir,
+            "trainer.eval_every=3", "trainer.progress=false",
+            "trainer.plots=false", "hardware.num_threads=1", cache_dir,
             f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     results = _results(run)
     assert set(results["aggregate_metrics"]) == {"roc_auc", "accuracy", "binary_f1"}
@@ -160,7 +162,8 @@ def test_glue_fang_with_bert_on_the_real_files(tiny_bert, tmp_path, cache_dir):
 def test_xnli_ur_with_bert_offline(tiny_bert, tmp_path, cache_dir):
     args = ["tasks=xnli_ur", f"data_dir={SHARED_DATA}", "model=bert", f"model.name={tiny_bert}",
             "model.max_length=48", "trainer.max_steps=4", "trainer.eval_every=4",
-            "trainer.progress=false", "hardware.num_threads=1", cache_dir]  # fmt: skip
+            "trainer.progress=false",
+            "trainer.plots=false", "hardware.num_threads=1", cache_dir]  # fmt: skip
     refused = mtlrun([*args, f"hydra.run.dir={tmp_path / 'no'}"], cwd=tmp_path, check=False)
     assert refused.returncode != 0 and "target_train=dev_split" in refused.stderr
     run = tmp_path / "run"

@@ -42,6 +42,7 @@ def test_run_writes_every_output(tiny):
     ).is_file()
     assert "average" in proc.stdout  # the final table
     assert not list(run.rglob("*.tmp"))  # atomic writes leave nothing behind
+    assert not (run / "plots").exists()  # trainer.plots=false (TINY)
 
 
 def scores_of(run) -> dict:

@@ -96,7 +96,7 @@ def test_hub_rows_become_tag_names_in_iob2():
 
 
 TINY_CONLL = ["model.hidden_size=16", "model.embeddings.dim=16", "trainer.max_steps=30",
-              "trainer.eval_every=15", "trainer.progress=false",
+              "trainer.eval_every=15", "trainer.progress=false", "trainer.plots=false",
               "hardware.num_threads=1"]  # fmt: skip
 
 

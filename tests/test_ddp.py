@@ -27,6 +27,7 @@ BASE = [
     "tasks.train_sizes=[300,60]", "tasks.label_noise=[0.0,0.1]", "tasks.tagging_train_size=60",
     "tasks.dev_size=40", "tasks.test_size=40", "model.hidden_size=16", "model.embeddings.dim=16",
     "model.dropout=0", "trainer.max_steps=40", "trainer.eval_every=20", "trainer.progress=false",
+    "trainer.plots=false",
     "hardware.num_threads=1", "trainer.checkpoints=false",  # every rank ends with its last model
 ]  # fmt: skip
 

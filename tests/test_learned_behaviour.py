@@ -23,6 +23,7 @@ SUITE = [
     "tasks.tagging_train_size=0", "tasks.dev_size=60", "tasks.test_size=40",
     "model.hidden_size=16", "model.embeddings.dim=16", "model.dropout=0.3",
     "trainer.max_steps=200", "trainer.eval_every=100", "trainer.progress=false",
+    "trainer.plots=false",
     "hardware.num_threads=1",
 ]  # fmt: skip
 SEEDS = (0, 1, 2)

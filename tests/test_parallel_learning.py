@@ -29,6 +29,7 @@ TINY_QLS = [
     "tasks.train_sizes=[120,80]", "tasks.label_noise=[0.0,0.1]", "tasks.tagging_train_size=0",
     "tasks.dev_size=30", "tasks.test_size=20", "model.hidden_size=8", "model.embeddings.dim=8",
     f"trainer.max_steps={STEPS}", "trainer.eval_every=10", "trainer.progress=false",
+    "trainer.plots=false",
     "scheduler=qls", f"scheduler.episodes={EPISODES}", f"scheduler.decision_every={D}",
     "scheduler.hard_after_steps=5", "scheduler.hard_examples=8", "scheduler.reward_examples=10",
     "scheduler.learning_starts=2", "scheduler.replay_batch=4", "scheduler.target_sync=3",

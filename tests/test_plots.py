@@ -266,7 +266,10 @@ def test_report_redraws_one_run(tmp_path: Path, capsys):
 @pytest.mark.slow
 def test_real_run_has_plots_and_time_to_accuracy(tmp_path: Path):
     run = tmp_path / "run"
-    mtlrun([*TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=tmp_path)
+    mtlrun(
+        [*TINY, "trainer.plots=true", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+    )
     results = json.loads((run / "results.json").read_text())
     dev = plots.read_dev_lines(run / "metrics.jsonl")
     best = results["best_step"]

@@ -36,6 +36,7 @@ def test_short_run_on_two_real_domains(tmp_path, cache_dir):
     mtlrun(["tasks=multidomain16", "tasks.domains=[books,MR]", f"data_dir={SHARED_DATA}",
             "model.hidden_size=16", "model.embeddings.dim=16", "model.max_length=60",
             "trainer.max_steps=40", "trainer.eval_every=20", "trainer.progress=false",
+            "trainer.plots=false",
             "hardware.num_threads=1", cache_dir, f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     assert set(results["tasks"]) == {"books", "MR"}

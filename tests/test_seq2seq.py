@@ -104,7 +104,7 @@ def test_evaluation_is_sacrebleu_over_the_model_outputs(tmp_path, cache_dir):
 
 
 TINY_MODEL = ["model.hidden_size=16", "model.embeddings.dim=16", "trainer.progress=false",
-              "hardware.num_threads=1"]  # fmt: skip
+              "trainer.plots=false", "hardware.num_threads=1"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -118,7 +118,8 @@ def test_multi30k_with_a_transformer_runs_end_to_end_and_says_which_bleu(tmp_pat
             "model.decoder.hidden_size=32", "model.decoder.embedding_dim=32",
             "model.decoder.num_layers=1", "model.decoder.num_heads=2", "model.decoder.ffn_dim=64",
             "model.decoder.beam_size=2", "trainer.max_tokens=400", "trainer.max_steps=30",
-            "trainer.eval_every=15", "trainer.progress=false", "hardware.num_threads=1",
+            "trainer.eval_every=15", "trainer.progress=false",
+            "trainer.plots=false", "hardware.num_threads=1",
             f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     task = results["tasks"]["multi30k_en_de"]

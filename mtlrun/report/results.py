@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def collapse_note(results: dict[str, Any]) -> str | None:
 def notes(results: dict[str, Any]) -> list[str]:
     """Footnotes: a collapsed schedule, blown-up dev losses, which BLEU, skipped non-finite
     updates."""
-    out = [n for n in [collapse_note(results)] if n]
+    out = [n for n in [collapse_note(results), transfer_note(results)] if n]
     for task, r in (results.get("blown_up") or {}).items():
         out.append(f"{DIVERGED_MARK} {task}: dev loss {r['loss']:.3g} at step {r['step']}, over "
                    "100 times the chance loss: the model diverged; these scores are not a "
@@ -46,6 +47,17 @@ def notes(results: dict[str, Any]) -> list[str]:
         out.append(f"{results['skipped_steps']} of {results['steps']} updates were skipped for "
                    "a non-finite loss or gradient (trainer.nonfinite=skip)")  # fmt: skip
     return out
+
+
+def transfer_note(results: dict[str, Any]) -> str | None:
+    """The line results.md and the terminal add for a transfer result."""
+    t = results.get("transfer")
+    if not t:
+        return None
+    sd = "" if t["sd"] is None or math.isnan(t["sd"]) else f" ± {100 * t['sd']:.1f}"
+    return (f"transfer to {t['task']} (a new head on the frozen encoder, {t['folds']}-fold "
+            f"cross-validation over its {t['examples']} examples): {t['metric']} "
+            f"{100 * t['score']:.1f} %{sd}")  # fmt: skip
 
 
 def rows(results: dict[str, Any]) -> list[list[str]]:
