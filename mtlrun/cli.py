@@ -31,6 +31,7 @@ from mtlrun.atomic import write_text_atomic
 from mtlrun.config import register_configs
 from mtlrun.errors import ConfigError, MtlrunError, Preempted, RunDirRefused
 from mtlrun.experiment import run_experiment
+from mtlrun.overrides import check_overrides
 from mtlrun.paths import config_dir
 
 log = logging.getLogger("mtlrun")
@@ -164,4 +165,9 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as e:
+        print(f"mtlrun: error: {e}", file=sys.stderr)
+        sys.exit(2)
     _main()

@@ -333,7 +333,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 class HardwareConfig:
     name: str = "cpu"
     device: str = "cpu"  # cpu, cuda or cuda:N (with devices > 1: cuda, one GPU per process)
-    num_threads: int = 0  # torch intra-op threads on CPU (per process); 0 = torch's default
+    # torch intra-op threads per process; 0 = auto: the CPUs this process may use, less the
+    # load of other work, shared between this node's processes (mtlrun/threads.py)
+    num_threads: int = 0
     # data-parallel training (training/runtime.py): processes per node, one per GPU on cuda;
     # every process trains the same task each step on its shard of the global batch
     devices: int = 1

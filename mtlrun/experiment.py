@@ -37,6 +37,7 @@ from mtlrun.schedulers import (
 from mtlrun.tasks import Kind, Task, load_tasks
 from mtlrun.tasks.bpe import BpeEncoder
 from mtlrun.tasks.encode import EncodedTask, WordEncoder, check_cache_writable, encode_tasks
+from mtlrun.threads import auto_threads
 from mtlrun.training.batches import count_batches
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.parallel_learning import episode_seed, learn_policy_parallel
@@ -70,6 +71,11 @@ def device_for(hw) -> torch.device:
         )
     if hw.num_threads > 0:
         torch.set_num_threads(hw.num_threads)
+    else:  # torch's default (every core) crawls when other work shares the machine
+        choice = auto_threads(processes=hw.devices)
+        torch.set_num_threads(choice.threads)
+        log.info("torch threads: %d (%s; hardware.num_threads=N to choose)", choice.threads,
+                 choice.why)  # fmt: skip
     return device
 
 

@@ -400,6 +400,13 @@ def check_user_overrides(overrides: list[str]) -> None:
             raise ReproduceError(f"{o!r} is not an override (key=value); options go before them")
         if key.lstrip("+~") in RESERVED or key.startswith("hydra."):
             raise ReproduceError(f"{key} is set by {PROG} for each run; drop {o}")
+    from mtlrun.errors import ConfigError
+    from mtlrun.overrides import check_overrides
+
+    try:
+        check_overrides(overrides)  # a misspelt key: one line with a suggestion
+    except ConfigError as e:
+        raise ReproduceError(str(e)) from None
 
 
 def seeds_for(paper: Paper, n: int | None) -> list[int]:

@@ -85,6 +85,7 @@ def test_every_cell_of_the_sweep_composes_and_validates(name, tmp_path):
 _SUITE_TASKS: dict[str, set[str] | None] = {}  # a composed tasks config -> its task names
 
 
+@functools.cache  # a table's rows mostly share one suite: compose it once, not once per row
 def suite_tasks(name: str, overrides: tuple[str, ...]) -> set[str] | None:
     """The names of the tasks that `experiment=<name> *overrides` loads from the local data;
     None when the local data lacks them (a suite that needs the hub, a translate-train set)."""
@@ -404,7 +405,10 @@ def test_usage_mistakes_are_one_line(capsys, tmp_path):
         (["no_such_table"], "no experiment 'no_such_table'; choose one of: "),
         ([FANG, "seed=3"], "seed is set by mtlrun-reproduce for each run; drop seed=3"),
         ([FANG, "data_dir"], "'data_dir' is not an override"),
-        ([FANG, "trainer.max_stepz=3"], "Could not override 'trainer.max_stepz'"),
+        (
+            [FANG, "trainer.max_stepz=3"],
+            "trainer.max_stepz=3: trainer has no key 'max_stepz' (did you mean max_steps?)",
+        ),
         ([FANG, "--seeds", "0"], "--seeds must be >= 1"),
     ]:
         status, out, err = run_main([*args, "--out", str(tmp_path)], capsys)
@@ -455,3 +459,45 @@ def test_reproduce_runs_a_table_end_to_end_then_reuses_it(tmp_path):
         p.name for p in (out / "logs").iterdir() if p.stat().st_mtime_ns != logs.get(p.name)
     }
     assert relaunched == {f"{broken.name}.log"}
+
+
+def test_the_transfer_table_holds_out_each_row_and_averages_the_rows_run(tmp_path):
+    """QLS Table 3: each row is its own run with transfer.task=<row>; its number is the run's
+    cross-validated transfer score; the cpu form runs 4 rows and averages those per seed."""
+    name = "qls_table3_cpu"
+    paper, _ = paper_of(name)
+    assert paper.blocks[0].split == "transfer" and paper.comparable
+    assert paper.only_rows == ["books", "electronics", "dvd", "kitchen_housewares"]
+    plan = make_plan(name, paper, tmp_path, [], n_seeds=2)
+    runs = [c for c in plan.cells if c.phase == "run"]
+    assert len(runs) == 8 * 4 * 2  # methods x rows x seeds: no run for the average row
+    dtp = plan.where["DTP", "dvd", 2]
+    assert "transfer.task=dvd" in dtp.overrides and "scheduler=dtp" in dtp.overrides
+    assert not any(("DTP", "average", s) in plan.where for s in (1, 2))
+    assert not any(("DTP", "music", s) in plan.where for s in (1, 2))  # outside sweep.rows
+    for (_, row, seed), cell in plan.where.items():
+        score = {"books": 0.70, "electronics": 0.72, "dvd": 0.74, "kitchen_housewares": 0.76}[row]
+        held = {"task": row, "metric": "accuracy", "score": score + seed / 100}
+        result = {"tasks": {"apparel": {"metric": "accuracy", "dev": 0.9, "test": 0.9}},
+                  "aggregate": {"dev": 0.9, "test": 0.9}, "transfer": held}  # fmt: skip
+        fake_run(tmp_path / cell.name, cell.overrides, result)
+    by = {(r.method, r.row): r for r in reproduce.compare(plan)}
+    books = by["DTP", "books"]
+    assert books.ours == pytest.approx(71.5) and books.paper == pytest.approx(86.5)
+    average = by["DTP", "average"]  # per seed: mean of 71, 73, 75, 77 = 74, and 75 for seed 2
+    assert average.ours == pytest.approx(74.5) and average.sd == pytest.approx(0.70710678)
+    assert average.note == "ours: mean over 4 of the paper's 16 rows"
+    assert ("DTP", "music") not in by
+    assert by["Hand Craft", "books"].note.startswith("not run")
+    assert reproduce.score({"tasks": {}, "transfer": {"task": "dvd", "score": 0.5}}, "books",
+                           "transfer", "accuracy") is None  # fmt: skip
+
+
+def test_sweep_rows_must_be_rows_of_the_table():
+    paper, cfg = paper_of("qls_table3_cpu")
+    from omegaconf import OmegaConf
+
+    block = OmegaConf.to_container(OmegaConf.create(cfg.paper))
+    block["sweep"]["rows"] = ["books", "narnia"]
+    with pytest.raises(ReproduceError, match=r"paper.sweep.rows: \['narnia'\]"):
+        parse_paper(block, scheduler_ids())
