@@ -147,6 +147,9 @@ def _main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode != RunMode.MULTIRUN or isinstance(e, KeyboardInterrupt):
             if described is None:
                 raise
+            if resume is None and not isinstance(e, (KeyboardInterrupt, Preempted)):
+                logging.shutdown()  # close mtlrun.log before its directory may go
+                rundir.discard_failed_start(job_dir)
             print(f"mtlrun: error: {message}", file=sys.stderr)
             sys.exit(status)
         # In a sweep, record why this job failed (mtlrun-report lists it) and let the others

@@ -339,6 +339,7 @@ def _logging_config() -> dict | None:
 
 
 def _run(c: Any, run_dir: Path, resume: bool, runtime: Runtime | None = None) -> dict | None:
+    log.info("run directory: %s", run_dir)  # first: where to look while it runs
     p = prepare(c, runtime)
     learning = learn(c, p, run_dir, resume)
     trainer = make_trainer(c, p, run_dir, runtime=runtime)

@@ -14,6 +14,7 @@ replaced, and a resume that continues exactly the experiment the directory holds
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -175,6 +176,34 @@ def start(directory: Path, cfg: DictConfig, overrides: list[str], overwrite: boo
     manifest = {"overrides": overrides, "config_sha256": config_digest(text),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
     write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    _claimed_here.add(directory.resolve())
+
+
+_claimed_here: set[Path] = set()  # directories this process started a new run in
+HYDRA_ONLY = {".hydra", "mtlrun.log"}  # what Hydra leaves before mtlrun writes anything
+STARTED_ONLY = HYDRA_ONLY | {MANIFEST, CONFIG, LOCK}  # + a claim, before any training
+
+
+def discard_failed_start(directory: Path) -> bool:
+    """After a new run failed before training (bad data, a refused setting): remove its
+    directory when it holds nothing but Hydra's files and this process's own claim, so failed
+    attempts leave no empty run directories behind. Never another process's claim, never a
+    directory with anything else in it. True when removed."""
+    try:
+        names = {p.name for p in directory.iterdir()}
+        if (directory / "checkpoints").is_dir() and not any((directory / "checkpoints").iterdir()):
+            names.discard("checkpoints")  # made by the writability check, still empty
+    except OSError:
+        return False
+    mine = directory.resolve() in _claimed_here
+    if not (names <= HYDRA_ONLY or (mine and names <= STARTED_ONLY)):
+        return False
+    shutil.rmtree(directory, ignore_errors=True)
+    parent = directory.parent  # outputs/<date>/ of the default pattern, if now empty
+    if len(parent.name) == 10 and parent.name[4] == parent.name[7] == "-":
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+    return True
 
 
 def check_resumable(directory: Path, checkpoints: bool) -> None:

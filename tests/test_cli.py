@@ -200,3 +200,58 @@ def test_one_sweep_passes_baselines_to_schedulers_that_use_them(tmp_path, cache_
     mtlrun(["-m", "scheduler=uniform,jean_explicit", baselines, *TINY, cache_dir,
             f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
     assert len(list(sweep.glob("*/results.json"))) == 2
+
+
+@pytest.mark.slow
+def test_a_terminal_run_shows_its_directory_first_and_every_evaluation(tmp_path, cache_dir):
+    """On a terminal (a pty: the rich progress bar is live) the run directory comes first and
+    each evaluation's per-task dev scores print as their own line, above the bar; mtlrun.log
+    holds them too."""
+    import os
+    import pty
+    import re
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    exe = Path(sys.executable).with_name("mtlrun")
+    args = [str(exe), *TINY, "trainer.progress=true", cache_dir, f"hydra.run.dir={run}"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: mtlrun on the pty
+        os.chdir(tmp_path)
+        os.execve(args[0], args, {**os.environ, "COLUMNS": "250"})  # no wrapped log lines
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    lines = [ln.strip() for ln in re.split(r"[\r\n]+", screen) if ln.strip()]
+    assert lines[0].endswith(f"run directory: {run}")
+    evaluations = [
+        ln for ln in lines if re.match(r"\[[\d\-: ,]+\]\[mtlrun\]\[INFO\] - step \d+/60", ln)
+    ]
+    assert len(evaluations) == 3 and all("sent0=" in ln and "entities=" in ln for ln in evaluations)
+    assert (run / "mtlrun.log").read_text().count("dev aggregate") == 3
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_before_training_leaves_no_directory(tmp_path, cache_dir):
+    args = [cache_dir, "tasks=multidomain16", f"data_dir={tmp_path / 'none'}",
+            "hardware.num_threads=1", "trainer.progress=false"]  # fmt: skip
+    proc = mtlrun(args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "no 16-domain sentiment data" in proc.stderr
+    assert "run directory: " in proc.stdout  # it was created, claimed, then removed
+    assert not any((tmp_path / "outputs").rglob("*"))
+    # a directory holding anything else is kept as it is
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("my notes")
+    mtlrun([*args, f"hydra.run.dir={kept}"], cwd=tmp_path, check=False)
+    assert (kept / "notes.txt").read_text() == "my notes" and (kept / "run.json").is_file()

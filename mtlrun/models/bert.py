@@ -24,6 +24,9 @@ class BertEncoder(nn.Module):
     def __init__(self, cfg) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel  # heavy: only for model=bert
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # its weight-loading bar would cut into our output
 
         path = resolve_pretrained(cfg.name)
         config = AutoConfig.from_pretrained(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -29,13 +30,26 @@ class ProgressDisplay:
             )  # fmt: skip
 
     def __enter__(self) -> ProgressDisplay:
+        self._rerouted: list[tuple[logging.StreamHandler, object]] = []
         if self._bar is not None:
-            self._bar.start()
+            originals = sys.stdout, sys.stderr
+            self._bar.start()  # replaces sys.stdout / sys.stderr by proxies that print above it
+            self._reroute_console_logs(originals)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+        for handler, stream in self._rerouted:
+            handler.setStream(stream)
+
+    def _reroute_console_logs(self, originals: tuple) -> None:
+        """Console log handlers hold the streams from before the bar: point them at the bar's
+        proxies, so a log line prints above the bar instead of gluing onto it."""
+        for handler in logging.getLogger().handlers + log.handlers:
+            if type(handler) is logging.StreamHandler and handler.stream in originals:
+                proxy = sys.stdout if handler.stream is originals[0] else sys.stderr
+                self._rerouted.append((handler, handler.setStream(proxy)))
 
     def start(self, step: int) -> None:
         if self._bar is not None:
@@ -47,9 +61,10 @@ class ProgressDisplay:
             self._bar.update(self._id, advance=1, current=task_name)
 
     def evaluated(self, step: int, aggregate: float, scores: dict[str, float]) -> None:
+        """The bar's note, and one log line with every task's dev score (terminal and
+        mtlrun.log)."""
         if self._bar is not None:
             self._bar.update(self._id, note=f"dev {100 * aggregate:.2f}")
-            return
         per_task = " ".join(f"{n}={100 * s:.1f}" for n, s in scores.items())
         log.info("step %d/%d  dev aggregate %.2f  %s", step, self.total, 100 * aggregate, per_task)
 

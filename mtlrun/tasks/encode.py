@@ -343,6 +343,9 @@ def encode_tasks(
         except DAMAGED as e:  # a damaged entry: rebuild it
             log.warning("cache entry %s unreadable (%s): rebuilding it", directory, e)
             shutil.rmtree(directory, ignore_errors=True)
+    examples = sum(len(t.split(s)) for t in tasks for s in SPLITS)
+    log.info("encoding %d examples of %d tasks (the first time only: then from %s)", examples,
+             len(tasks), directory)  # fmt: skip
     encoder.fit(tasks)
     encoded = [EncodedTask(t, {s: encoder.encode(t.split(s), t.kind) for s in SPLITS}, encoder)
                for t in tasks]  # fmt: skip
