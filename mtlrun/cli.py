@@ -168,6 +168,11 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        from mtlrun.cli_help import help_text
+
+        print(help_text())
+        return
     try:
         check_overrides(sys.argv[1:])
     except ConfigError as e:

@@ -31,7 +31,9 @@ def test_run_writes_every_output(tiny):
     assert "scheduler" in (run / "config.yaml").read_text()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [ln["split"] for ln in lines].count("dev") == 9 and len(lines) == 12
-    assert {"step", "task", "score", "loss", "p", "w", "lr_scale"} <= set(lines[0])
+    assert {"step", "task", "score", "loss", "train_loss", "p", "w", "lr_scale"} <= set(lines[0])
+    trained = [ln["train_loss"] for ln in lines if ln["split"] == "dev"]
+    assert all(x is None or 0 < x < 10 for x in trained) and any(x is not None for x in trained)
     schedule = (run / "schedule.csv").read_text().splitlines()
     assert schedule[0] == "step,task" and len(schedule) == 61
     assert sum(r["batches_seen"] for r in results["tasks"].values()) == 60

@@ -58,3 +58,17 @@ def test_the_command_refuses_the_plus_trap_in_one_line(tmp_path):
         assert proc.stderr.startswith("mtlrun: error: ") and hint in proc.stderr
         assert "+" not in proc.stderr.split("(did")[1]  # no hint to append anything
     assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_help_lists_every_group_and_its_options_and_no_internal_schema(tmp_path):
+    proc = mtlrun(["--help"], cwd=tmp_path)
+    from mtlrun.cli_help import GROUPS
+    from mtlrun.overrides import group_options
+
+    text = " ".join(proc.stdout.split())  # options wrap over lines
+    for group in GROUPS:
+        assert f" {group} " in text
+        for option in group_options(group):
+            assert option in text, (group, option)
+    assert "uniform*" in text and "schema" not in proc.stdout
+    assert "trainer.resume=DIR" in proc.stdout and not (tmp_path / "outputs").exists()

@@ -38,3 +38,18 @@ def test_loss_probes_use_their_own_data_streams(tmp_path):
     assert [s.epoch >= 0 for s in probed.probe_streams] == [True] * len(probed.tasks)
     assert [s.epoch for s in plain.probe_streams] == [-1] * len(plain.tasks)
     assert probed.scheduler.ell.tolist() != plain.scheduler.ell.tolist()
+
+
+def test_training_losses_are_averaged_per_interval_and_survive_a_checkpoint(tmp_path):
+    import torch
+
+    tr = tiny_trainer(tmp_path / "a", f"cache_dir={tmp_path}")
+    for k, value in [(0, 1.0), (0, 2.0), (2, 0.5)]:
+        tr._add_train_loss(k, torch.tensor(value))
+    snapshot = tr._snapshot()  # a preemption checkpoint in the middle of the interval
+    assert tr._train_losses() == [1.5, None, 0.5]  # task 1 did not train
+    assert tr._train_losses() == [None, None, None]  # a fresh interval
+    resumed = tiny_trainer(tmp_path / "b", f"cache_dir={tmp_path}")
+    resumed._restore(snapshot)
+    resumed._add_train_loss(0, torch.tensor(3.0))
+    assert resumed._train_losses() == [2.0, None, 0.5]

@@ -60,13 +60,18 @@ class ProgressDisplay:
         if self._bar is not None:
             self._bar.update(self._id, advance=1, current=task_name)
 
-    def evaluated(self, step: int, aggregate: float, scores: dict[str, float]) -> None:
-        """The bar's note, and one log line with every task's dev score (terminal and
-        mtlrun.log)."""
+    def evaluated(
+        self, step: int, aggregate: float, scores: dict[str, float],
+        train_losses: dict[str, float | None] | None = None,
+    ) -> None:  # fmt: skip
+        """The bar's note, and one log line with every task's dev score and its mean training
+        loss since the last evaluation (terminal and mtlrun.log)."""
         if self._bar is not None:
             self._bar.update(self._id, note=f"dev {100 * aggregate:.2f}")
         per_task = " ".join(f"{n}={100 * s:.1f}" for n, s in scores.items())
-        log.info("step %d/%d  dev aggregate %.2f  %s", step, self.total, 100 * aggregate, per_task)
+        losses = " ".join(f"{n}={v:.3f}" for n, v in (train_losses or {}).items() if v is not None)
+        log.info("step %d/%d  dev aggregate %.2f  %s%s", step, self.total, 100 * aggregate,
+                 per_task, f"  | train loss {losses}" if losses else "")  # fmt: skip
 
     def note(self, text: str) -> None:
         """A status line next to the bar (terminal only; plain logs get one line per episode)."""

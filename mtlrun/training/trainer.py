@@ -85,6 +85,9 @@ class Progress:
     collapse: dict[str, Any] | None = None  # the collapse guard's record, once it tripped
     skipped_steps: list[int] = field(default_factory=list)  # non-finite updates dropped (skip)
     blown_up: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> step, loss
+    # per task: [sum, count] of its training losses since the last evaluation (kept on the
+    # device between evaluations; here only in a checkpoint, so a resume logs the same means)
+    train_loss: list[list[float]] = field(default_factory=list)
 
 
 class Trainer:
@@ -136,6 +139,8 @@ class Trainer:
             for k, t in enumerate(tasks)
         ]  # fmt: skip
         self.state = Progress(batches_seen=[0] * len(tasks), examples_seen=[0] * len(tasks))
+        self._loss_sums: list[torch.Tensor | None] = [None] * len(tasks)
+        self._loss_counts = [0] * len(tasks)
         self.episode = episode
         self.log = None if episode or not self.rt.is_main else RunLog(run_dir, self.names)
         self.ckpt_dir = run_dir / "checkpoints"
@@ -276,11 +281,27 @@ class Trainer:
         batch = self.kinds[k].collate(self.tasks[k].splits["train"], index, self.device)
         with self.precision.autocast():
             out = self.model(k, batch)
+        self._add_train_loss(k, out.example_losses.detach().float().mean())
         rows = self.scheduler.example_losses(k, out.example_losses.float(), out.example_labels)
         hits = None
         if self.scheduler.observes_train_kpi:  # batch accuracy, kept on device until read
             hits = (out.example_log_probs.detach().argmax(-1) == out.example_labels).float()
         return rows, hits
+
+    def _add_train_loss(self, k: int, loss: torch.Tensor) -> None:
+        """Task k's plain training loss (before any scheduler reshapes it; rank 0's shard in a
+        data-parallel run), summed on the device: no sync per step."""
+        total = self._loss_sums[k]
+        self._loss_sums[k] = loss if total is None else total + loss
+        self._loss_counts[k] += 1
+
+    def _train_losses(self) -> list[float | None]:
+        """Each task's mean training loss since the last evaluation (None: not trained), and a
+        fresh interval."""
+        means = [None if s is None else s.item() / c
+                 for s, c in zip(self._loss_sums, self._loss_counts, strict=True)]  # fmt: skip
+        self._loss_sums, self._loss_counts = [None] * len(self.tasks), [0] * len(self.tasks)
+        return means
 
     def _task_losses(self, plan: list) -> tuple[dict, dict, int]:
         """Each planned task's mean training loss over the whole batch (with its graph), its
@@ -447,6 +468,7 @@ class Trainer:
         self.state.step = step
         self._guard_collapse(step)
         scores = {k: e.score for k, e in enumerate(evals)}
+        train_losses = self._train_losses()
         self.scheduler.observe_eval(step, scores, {k: e.loss for k, e in enumerate(evals)})
         probs = self.scheduler.task_distribution(step)
         weights = self.scheduler.loss_weights(step)
@@ -470,7 +492,8 @@ class Trainer:
             self.log.metrics([
                 {"step": step, "task": self.names[k], "split": "dev",
                  "metric": self.tasks[k].task.metric.value, "score": e.score, "loss": e.loss,
-                 "p": float(probs[k]), "w": float(weights[k]), "lr_scale": float(lr_scales[k]),
+                 "train_loss": train_losses[k], "p": float(probs[k]), "w": float(weights[k]),
+                 "lr_scale": float(lr_scales[k]),
                  "batches_seen": self.state.batches_seen[k], "schedule": schedule[k], **timing,
                  **({"metrics": e.metrics} if len(e.metrics) > 1 else {}),
                  **({"scheduler": state} if state else {})}
@@ -479,7 +502,10 @@ class Trainer:
         self._checkpoint(best=improved)
         if self.rt.is_main:
             self.display.evaluated(
-                step, aggregate, dict(zip(self.names, (e.score for e in evals), strict=True))
+                step,
+                aggregate,
+                dict(zip(self.names, (e.score for e in evals), strict=True)),
+                dict(zip(self.names, train_losses, strict=True)),
             )
 
     def _parameter_sum(self) -> float:
@@ -565,6 +591,8 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, Any]:
+        sums = zip(self._loss_sums, self._loss_counts, strict=True)
+        self.state.train_loss = [[0.0 if s is None else s.item(), c] for s, c in sums]
         return {
             "progress": asdict(self.state),
             "model": self.model.state_dict(),
@@ -579,6 +607,9 @@ class Trainer:
 
     def _restore(self, snap: dict[str, Any]) -> None:
         self.state = Progress(**snap["progress"])
+        for k, (total, count) in enumerate(self.state.train_loss):  # the interval so far
+            self._loss_counts[k] = int(count)
+            self._loss_sums[k] = torch.tensor(total, device=self.device) if count else None
         self.model.load_state_dict(snap["model"])
         self.optimizers.load_state_dict(snap["optimizer"])
         self.scheduler.load_state_dict(snap["scheduler"])
