@@ -39,3 +39,14 @@ def test_a_clean_run_has_no_marks(tmp_path):
     write_results(tmp_path, results(blown_up=None, skipped_steps=0))
     md = (tmp_path / "results.md").read_text()
     assert DIVERGED_MARK not in md and "skipped" not in md
+
+
+def test_every_metric_a_task_reports_gets_its_own_named_row(tmp_path):
+    r = results()
+    r["tasks"]["a"]["metrics"] = {"dev": {"accuracy": 0.5, "binary_f1": 0.625},
+                                  "test": {"accuracy": 0.25, "binary_f1": 0.375}}  # fmt: skip
+    write_results(tmp_path, r)
+    md = (tmp_path / "results.md").read_text().splitlines()
+    rows = [ln for ln in md if ln.startswith("| a ") or ln.startswith("| average")]
+    assert rows == ["| a | accuracy | 50.00 | 25.00 |", "| a | binary_f1 | 62.50 | 37.50 |",
+                    "| average |  | 50.00 | 50.00 |"]  # fmt: skip

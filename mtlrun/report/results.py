@@ -61,7 +61,8 @@ def transfer_note(results: dict[str, Any]) -> str | None:
 
 
 def rows(results: dict[str, Any]) -> list[list[str]]:
-    """Task rows then the average; the collapsed-onto task, blown-up tasks and the average
+    """Task rows (a row per extra metric a task reports under its primary one) then the
+    average of the primary metrics; the collapsed-onto task, blown-up tasks and the average
     marked."""
     collapsed = (results.get("collapse") or {}).get("task")
     blown_up = set(results.get("blown_up") or ())
@@ -70,8 +71,17 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         marks = (COLLAPSE_MARK if n == collapsed else "") + (DIVERGED_MARK if n in blown_up else "")
         return f"{n} {marks}" if marks else n
 
-    out = [[name(n), r["metric"], f"{100 * r['dev']:.2f}", f"{100 * r['test']:.2f}"]
-           for n, r in results["tasks"].items()]  # fmt: skip
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.2f}"
+
+    out = []
+    for n, r in results["tasks"].items():
+        out.append([name(n), r["metric"], pct(r["dev"]), pct(r["test"])])
+        extra = r.get("metrics") or {}
+        for metric in extra.get("dev", {}):
+            if metric != r["metric"]:
+                out.append([n, metric, pct(extra["dev"].get(metric)),
+                            pct(extra.get("test", {}).get(metric))])  # fmt: skip
     agg = results["aggregate"]
     average = "average" + (" " if collapsed or blown_up else "")
     average += (COLLAPSE_MARK if collapsed else "") + (DIVERGED_MARK if blown_up else "")
