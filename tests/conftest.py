@@ -26,9 +26,18 @@ def run_slow(config: pytest.Config) -> bool:
     return config.getoption("--slow") or os.environ.get("MTLRUN_SLOW", "") not in ("", "0")
 
 
+# The longest files of the full suite first (pytest --durations=0, slow tests included): two
+# xdist workers take whole files (--dist loadfile), and a long file started last runs alone.
+HEAVY_FIRST = ["test_reliability_cli.py", "test_learned_behaviour.py", "test_cli.py",
+               "test_experiments.py", "test_preemption.py", "test_bert.py", "test_slurm.py",
+               "test_qls_cli.py", "test_ddp.py", "test_seq2seq.py"]  # fmt: skip
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[_RAN], config.stash[_SLOW_SKIPPED] = 0, 0
     if run_slow(config):
+        rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within files
         return
     skip = pytest.mark.skip(reason=SLOW_REASON)
     for item in items:
