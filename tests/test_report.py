@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -124,8 +125,9 @@ def test_no_finished_runs_exit_1(tmp_path: Path, capsys):
 
 
 def test_not_a_sweep_exit_2(tmp_path: Path, capsys):
-    single = job(tmp_path, "run", ["seed=1"], {"a": 0.5})
-    for target in (tmp_path / "missing", single, tmp_path / "run" / ".hydra"):
+    job(tmp_path, "run", ["seed=1"], {"a": 0.5})
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "missing", tmp_path / "empty", tmp_path / "run" / ".hydra"):
         code, _, err = report([target], capsys)
         assert code == 2 and err.startswith("mtlrun-report: error:") and err.count("\n") == 1
     code, _, err = report([tmp_path, "--by", "nope.key"], capsys)  # tmp_path holds one job
@@ -192,3 +194,18 @@ def test_real_sweep_end_to_end(tmp_path: Path, tiny_sweep: Path):
     assert "| task | uniform | proportional |" in md and "**" in md
     assert (tmp_path / "rep" / "report.tex").read_text().count("\\\\") == 6  # header+3+avg+noise
     assert "average" in proc.stdout
+
+
+def test_separate_run_directories_are_compared_as_one_sweep(tmp_path: Path, capsys):
+    """Runs made on different days (or by mtlrun-reproduce): any run directories and sweeps
+    on the command line, one table, written where they meet."""
+    a = job(tmp_path / "monday", "uniform", ["scheduler=uniform", "seed=1"], {"a": 0.5})
+    b = job(tmp_path / "tuesday", "dtp", ["scheduler=dtp", "seed=1"], {"a": 0.75},
+            config={"scheduler": {"name": "dtp"}})  # fmt: skip
+    sweep = tmp_path / "wednesday"
+    job(sweep, 0, ["scheduler=dtp", "seed=2"], {"a": 0.25}, config={"scheduler": {"name": "dtp"}})
+    code, _, err = report([a, b, sweep], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    cells = {(r["task"], r["column"]): (float(r["mean"]), int(r["n"])) for r in rows}
+    assert cells["a", "uniform"] == (0.5, 1) and cells["a", "dtp"] == (0.5, 2)  # 0.75, 0.25

@@ -2,6 +2,8 @@
 
     mtlrun-report SWEEP_DIR [--by KEY] [--split test|dev] [--out DIR] [--baselines FILE]
                   [--plots] [--tta] [--ci] [--compare A B] [--noise-column COLUMN]
+    mtlrun-report DIR DIR ... [options]   (any run directories and sweeps, as one sweep;
+                                           the report goes where they meet)
     mtlrun-report RUN_DIR --plots [--out DIR]      (redraw one run's plots)
 
 Writes report.md, report.csv and report.tex (atomically) and prints the table; --plots adds
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from mtlrun.report.sweep import (
     build_table,
     collect_runs,
     compare,
+    read_run,
     setting,
 )
 from mtlrun.report.tables import (
@@ -60,7 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Compare the runs of an `mtlrun -m` sweep: rows = tasks + average, columns = "
         "a swept setting, cells = mean ± sample std (ddof=1) in % over the other swept keys.",
     )
-    p.add_argument("sweep", type=Path, help="the multirun directory (hydra.sweep.dir)")
+    p.add_argument(
+        "sweep", type=Path, nargs="+",
+        help="a multirun directory (hydra.sweep.dir), or any run directories and sweeps: "
+        "their runs are compared as one sweep",
+    )  # fmt: skip
     p.add_argument(
         "--by",
         default="scheduler",
@@ -124,16 +132,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def report(args: argparse.Namespace, console: Console) -> None:
-    sweep_dir: Path = args.sweep.expanduser()
-    if not sweep_dir.is_dir():
-        raise ReportError(f"{sweep_dir}: no such directory")
-    if args.plots and (sweep_dir / "metrics.jsonl").is_file():  # one run: redraw its plots
-        _plot_run(sweep_dir, args.out, console)
+    paths = [p.expanduser() for p in args.sweep]
+    for path in paths:
+        if not path.is_dir():
+            raise ReportError(f"{path}: no such directory")
+    # where the report goes by default: the sweep, or the directory holding the runs given
+    sweep_dir = paths[0] if len(paths) == 1 else Path(os.path.commonpath(paths))
+    if args.plots and len(paths) == 1 and (sweep_dir / "metrics.jsonl").is_file():
+        _plot_run(sweep_dir, args.out, console)  # one run: redraw its plots
         return
-    try:
-        runs = collect_runs(sweep_dir)
-    except NotASweep as e:
-        raise ReportError(str(e)) from None
+    runs = []
+    for path in paths:
+        if (path / ".hydra").is_dir() or (path / "run.json").is_file():  # one run
+            runs.append(read_run(path))
+            continue
+        try:
+            runs += collect_runs(path)
+        except NotASweep as e:
+            raise ReportError(str(e)) from None
     finished = [r for r in runs if r.results is not None]
     if not finished:
         print_failures(runs, console)
