@@ -282,3 +282,12 @@ def test_the_run_phase_of_a_learned_and_of_a_reused_policy_draw_the_same_tasks(t
         s.observe_signals(0, signals_for(s, probs))
         draws.append([s.next_task(t) for t in range(50)])
     assert draws[0] == draws[1]
+
+
+def test_hard_after_steps_is_checked_only_when_the_policy_is_learned():
+    with pytest.raises(ConfigError, match="lower it, or raise scheduler.episode_steps"):
+        make(hard_after_steps=30, state_subset="hard")  # episodes of 20 steps
+    # a saved policy brings its own hard examples: the learning budget does not matter, and
+    # what is checked is the file
+    with pytest.raises(ConfigError, match="scheduler.policy: no file saved.pt"):
+        make(hard_after_steps=30, state_subset="hard", policy="saved.pt")

@@ -191,10 +191,12 @@ class QLS(Scheduler):
         self.hard_after = cfg.hard_after_steps
         if self.hard_after is None:  # an eighth of the first episode: past the first shock
             self.hard_after = self.episode_steps // 8
-        if cfg.state_subset == "hard" and self.hard_after >= self.episode_steps:
+        learns = cfg.policy is None  # a saved policy brings its own H_k
+        if learns and cfg.state_subset == "hard" and self.hard_after >= self.episode_steps:
             raise ConfigError(
-                f"scheduler.hard_after_steps={cfg.hard_after_steps} must be < the episode length "
-                f"{self.episode_steps}: H_k is fixed during the first episode"
+                f"scheduler.hard_after_steps={self.hard_after} must be < the episode length "
+                f"{self.episode_steps}: H_k is fixed during the first episode; lower it, or "
+                "raise scheduler.episode_steps (or trainer.max_steps, its default)"
             )
         for t in tasks:
             if t.num_labels < 2 and cfg.uncertainty == "margin":
