@@ -9,6 +9,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,14 @@ def check_splits(tasks: list[Task]) -> None:
 def encode(c: Any, tasks: list[Task]) -> tuple[list[EncodedTask], list[str] | None]:
     """Token ids of every split, and the vocabulary: words, or subwords learned on the
     training texts (None for a pretrained subword model, which brings its own)."""
+    encoder = text_encoder(c, tasks)
+    encoded = encode_tasks(tasks, encoder, c.cache_dir)
+    return encoded, getattr(encoder, "vocab", None)
+
+
+def text_encoder(c: Any, tasks: list[Task]):
+    """The run's text encoder, not yet fitted: a pretrained model's subwords, a joint BPE, or
+    a word vocabulary."""
     if uses_subwords(c.model):
         if any(t.kind == Kind.SEQ2SEQ for t in tasks):
             raise ConfigError(
@@ -129,15 +139,12 @@ def encode(c: Any, tasks: list[Task]) -> tuple[list[EncodedTask], list[str] | No
                 "2e-5: optimizer=adamw_bert sets AdamW at 2e-5",
                 c.optimizer.lr,
             )
-        subwords = SubwordEncoder(c.model.name, c.model.max_length)
-        return encode_tasks(tasks, subwords, c.cache_dir), None
+        return SubwordEncoder(c.model.name, c.model.max_length)
     if c.model.vocab.subwords:  # a joint BPE vocabulary learned on the training texts
-        bpe = BpeEncoder(c.model.vocab.subwords, c.model.max_length)
-        return encode_tasks(tasks, bpe, c.cache_dir), bpe.vocab
+        return BpeEncoder(c.model.vocab.subwords, c.model.max_length)
     emb = c.model.embeddings
-    words = WordEncoder(c.model.vocab, c.model.max_length, emb.path,
-                        lambda: pretrained_words(emb))  # fmt: skip
-    return encode_tasks(tasks, words, c.cache_dir), words.vocab
+    return WordEncoder(c.model.vocab, c.model.max_length, emb.path,
+                       lambda: pretrained_words(emb))  # fmt: skip
 
 
 def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
@@ -328,6 +335,19 @@ def _run_ranked(c, cfg, run_dir: Path, resume: bool, overrides: list[str], rt: R
         return _run(c, run_dir, resume, rt)
 
 
+def save_vocabulary(encoder, run_dir: Path) -> None:
+    """The encoder's vocabulary (or tokenizer) into <run dir>/vocab, so that the run directory
+    alone can rebuild its model (mtlrun-eval); written whole or not at all."""
+    target = run_dir / "vocab"
+    if target.is_dir():  # a resumed run
+        return
+    tmp = run_dir / ".vocab.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    encoder.save(tmp)
+    os.replace(tmp, target)
+
+
 def _logging_config() -> dict | None:
     """Hydra's logging set-up (console and the run's log file), for spawned rank 0."""
     from hydra.core.hydra_config import HydraConfig
@@ -341,6 +361,8 @@ def _logging_config() -> dict | None:
 def _run(c: Any, run_dir: Path, resume: bool, runtime: Runtime | None = None) -> dict | None:
     log.info("run directory: %s", run_dir)  # first: where to look while it runs
     p = prepare(c, runtime)
+    if runtime is None or runtime.is_main:
+        save_vocabulary(p.encoded[0].encoder, run_dir)
     learning = learn(c, p, run_dir, resume)
     trainer = make_trainer(c, p, run_dir, runtime=runtime)
     results = trainer.fit(resume=resume)

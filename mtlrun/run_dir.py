@@ -43,7 +43,7 @@ LOCK = ".lock"
 # halfway never leaves the old results beside the new config
 RUN_FILES = (MANIFEST, CONFIG, "results.json", "results.csv", "results.md", "metrics.jsonl",
              "schedule.csv", "policy.pt", "learning.json", "error.txt", "checkpoints",
-             "plots")  # fmt: skip
+             "plots", "vocab")  # fmt: skip
 
 
 def holds_run(directory: Path) -> bool:
@@ -181,7 +181,7 @@ def start(directory: Path, cfg: DictConfig, overrides: list[str], overwrite: boo
 
 _claimed_here: set[Path] = set()  # directories this process started a new run in
 HYDRA_ONLY = {".hydra", "mtlrun.log"}  # what Hydra leaves before mtlrun writes anything
-STARTED_ONLY = HYDRA_ONLY | {MANIFEST, CONFIG, LOCK}  # + a claim, before any training
+STARTED_ONLY = HYDRA_ONLY | {MANIFEST, CONFIG, LOCK, "vocab"}  # + a claim, before training
 
 
 def discard_failed_start(directory: Path) -> bool:
