@@ -272,9 +272,11 @@ def test_report_marks_the_collapsed_cell(tmp_path, capsys):
     report_main([str(sweep)])  # exits only on an error
     out = capsys.readouterr().out
     md = (sweep / "report.md").read_text()
-    assert "| a | **70.00** | 50.00 † |" in md
+    assert "| a (accuracy) | **70.00** | 50.00 † |" in md
     assert "† Learned schedule collapsed onto one task in 1 run" in md
-    assert "| b | 80.00 | **90.00 †** |" in md and "| average | **75.00** | 70.00 † |" in md
+    assert (
+        "| b (accuracy) | 80.00 | **90.00 †** |" in md and "| average | **75.00** | 70.00 † |" in md
+    )
     assert (
         f"- `{bad}` (scheduler=qls): collapsed onto b (97% of 150 decisions, threshold 75%)" in md
     )
@@ -284,7 +286,7 @@ def test_report_marks_the_collapsed_cell(tmp_path, capsys):
     assert flags == {(t, c): "1" if c == "qls" else "0"
                      for t in ("a", "b", "average") for c in ("uniform", "qls")}  # fmt: skip
     tex = (sweep / "report.tex").read_text()
-    assert r"a & \textbf{70.00} & 50.00 $^\dagger$ \\" in tex
+    assert r"a (accuracy) & \textbf{70.00} & 50.00 $^\dagger$ \\" in tex
     assert r"\multicolumn{3}{l}{$^\dagger$ a learned schedule collapsed" in tex
     # the rich table: marker, and the run among the printed warnings
     assert "50.00 †" in out and "1 run(s) whose learned schedule collapsed" in out

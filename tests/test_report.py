@@ -86,10 +86,10 @@ def test_files_written(sweep: Path, tmp_path: Path, capsys):
     code, stdout, _ = report([sweep, "--out", out], capsys)
     assert code == 0 and "55.00 ± 7.07" in stdout
     md = (out / "report.md").read_text()
-    assert "| a | 55.00 ± 7.07 | **75.00 ± 7.07** |" in md
+    assert "| a (accuracy) | 55.00 ± 7.07 | **75.00 ± 7.07** |" in md
     assert "| average | 72.50 ± 3.54 | **77.50 ± 3.54** |" in md
     tex = (out / "report.tex").read_text()
-    assert r"a & 55.00 $\pm$ 7.07 & \textbf{75.00 $\pm$ 7.07} \\" in tex
+    assert r"a (accuracy) & 55.00 $\pm$ 7.07 & \textbf{75.00 $\pm$ 7.07} \\" in tex
     assert "\\begin{tabular}{lrr}" in tex and tex.rstrip().endswith("\\end{tabular}")
     lines = (out / "report.csv").read_text().splitlines()
     assert lines[0] == "task,column,mean,std,n,collapsed"
@@ -110,7 +110,7 @@ def test_failed_and_unfinished_are_listed(sweep: Path, capsys):
     assert "## Failed or unfinished runs (3)" in md
     assert "scheduler=proportional seed=3): scheduler.T must be > 0" in md  # swept keys only
     # one run: mean alone (no std), and n shown in every column with missing runs
-    assert "| a | 55.00 ± 7.07 (n=2) | **70.00 (n=1)** |" in md
+    assert "| a (accuracy) | 55.00 ± 7.07 (n=2) | **70.00 (n=1)** |" in md
     assert "a,proportional,0.7,,1" in (sweep / "report.csv").read_text()
 
 

@@ -242,9 +242,9 @@ def test_ci_cells_and_csv(tmp_path: Path, capsys):
     code, out, _ = report([s, "--ci"], capsys)
     assert code == 0 and "[50.00, 60.00]" in out and "percentile bootstrap" in out
     md = (s / "report.md").read_text()
-    assert "| a | 55.00 ± 7.07 [50.00, 60.00] | **70.00 (n=1)** |" in md
+    assert "| a (accuracy) | 55.00 ± 7.07 [50.00, 60.00] | **70.00 (n=1)** |" in md
     tex = (s / "report.tex").read_text()
-    assert r"a & 55.00 $\pm$ 7.07 [50.00, 60.00] & \textbf{70.00 (n=1)} \\" in tex
+    assert r"a (accuracy) & 55.00 $\pm$ 7.07 [50.00, 60.00] & \textbf{70.00 (n=1)} \\" in tex
     rows = list(csv.DictReader((s / "report.csv").open()))
     assert list(rows[0]) == ["task", "column", "mean", "std", "n", "collapsed", "ci_low", "ci_high"]
     u = next(r for r in rows if (r["task"], r["column"]) == ("a", "uniform"))

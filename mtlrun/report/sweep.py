@@ -79,6 +79,12 @@ class Table:
     collapsed: dict[tuple[str, str], int] = field(default_factory=dict)  # cell -> collapsed runs
     ci: float | None = None  # the confidence level of the cells' CIs; None: not computed
     noise: NoiseFloor | None = None  # the noise floor's column and values; None: no such column
+    metrics: dict[str, str] = field(default_factory=dict)  # task -> its primary metric
+
+    def label(self, row: str) -> str:
+        """A row as tables show it: the task and the metric its numbers are."""
+        metric = self.metrics.get(row)
+        return f"{row} ({metric})" if metric else row
 
 
 class NotASweep(Exception):
@@ -220,6 +226,9 @@ def build_table(
     cells = {(t, c): _cell(scores(c, t), ci) for t in rows for c in columns}
     incomplete = {column_of[id(r)] for r in runs if r.results is None}
     table = Table(by, split, columns, rows, cells, ci=stats.CONFIDENCE if ci else None)
+    for r in finished:
+        for task, result in r.results["tasks"].items():  # type: ignore[index]
+            table.metrics.setdefault(task, result.get("metric", ""))
     noise_col = noise_column_of(table, noise_column)
     table.noise = None if noise_col is None else noise_floor(table, noise_col)
     table.averaged_over = [k for k in swept_keys(runs) if k != by]

@@ -153,7 +153,7 @@ def to_markdown(
         cells = [cell_text(table, row, c) for c in table.columns]
         cells = [f"**{t}**" if (row, c) in table.best else t
                  for c, t in zip(table.columns, cells, strict=True)]  # fmt: skip
-        lines.append(f"| {md(row)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(table.label(row))} | " + " | ".join(cells) + " |")
     lines += ["", noise_text(table)]
     collapsed = collapse_lines(runs)
     if collapsed:
@@ -216,7 +216,7 @@ def to_latex(table: Table, runs: list[Run] | None = None) -> str:
         cells = [cell_text(table, row, c, pm="$\\pm$", mark=COLLAPSED_TEX) for c in table.columns]
         cells = [f"\\textbf{{{t}}}" if (row, c) in table.best else t
                  for c, t in zip(table.columns, cells, strict=True)]  # fmt: skip
-        name = "Average" if row == AVERAGE else tex_escape(row)
+        name = "Average" if row == AVERAGE else tex_escape(table.label(row))
         lines.append(" & ".join([name, *cells]) + " \\\\")
     lines.append("\\hline")
     width = len(table.columns) + 1
@@ -246,7 +246,7 @@ def print_table(
         cells = [Text(cell_text(table, row, c, ci_sep="\n"),
                       style="bold green" * ((row, c) in table.best))
                  for c in table.columns]  # fmt: skip
-        name = Text(row, style="bold" if row == AVERAGE else "")
+        name = Text(table.label(row), style="bold" if row == AVERAGE else "")
         rich.add_row(name, *cells, end_section=row == last_task)
     console.print(rich)
     console.print(Text(caption(table), style="dim"))
