@@ -2,6 +2,12 @@
 (config.yaml and run.json, vocab/, checkpoints/best.pt) and score it again.
 
     mtlrun-eval RUN_DIR [--split test|dev] [--tasks a,b] [--data-dir DIR]
+    mtlrun-eval RUN_DIR --predict FILE --tasks a [--data-dir DIR]
+
+--predict labels every line of FILE with task a's best-model prediction, one output line per
+input line: a class name (a pair task's line holds the two texts separated by a tab), or one
+tag per token of the line (tagging). Tokens are the line's space-separated words, as in the
+task files.
 
 The tasks are read as the run read them (its own data_dir unless --data-dir says where the
 data is now), encoded with the run's saved vocabulary, and scored with each task's metrics.
@@ -47,8 +53,8 @@ def saved_config(run_dir: Path, data_dir: str | None) -> Any:
     return validate(cfg)
 
 
-def evaluate_run(run_dir: Path, split: str, only: list[str] | None, data_dir: str | None):
-    """[(task, metric, score, recorded score)] of the run's best model on `split`."""
+def load_run(run_dir: Path, data_dir: str | None):
+    """(config, encoded tasks, model with best.pt loaded) of a run, from its directory."""
     import torch
 
     from mtlrun.experiment import select_tasks, text_encoder
@@ -57,7 +63,6 @@ def evaluate_run(run_dir: Path, split: str, only: list[str] | None, data_dir: st
     from mtlrun.tasks import load_tasks
     from mtlrun.tasks.encode import SPLITS, EncodedTask
     from mtlrun.training import checkpoint
-    from mtlrun.training.evaluate import evaluate
     from mtlrun.training.transfer import hold_out
 
     c = saved_config(run_dir, data_dir)
@@ -68,10 +73,6 @@ def evaluate_run(run_dir: Path, split: str, only: list[str] | None, data_dir: st
                               "version of mtlrun) can be evaluated")  # fmt: skip
     trained, _ = hold_out(load_tasks(c.tasks, c.seed, c.data_dir), c.transfer.task)
     tasks = select_tasks(trained, scheduler_class(c.scheduler.name).task_subset(c.scheduler))
-    names = [t.name for t in tasks]
-    unknown = sorted(set(only or []) - set(names))
-    if unknown:
-        raise MtlrunError(f"--tasks: {', '.join(unknown)} not in this run ({', '.join(names)})")
     encoder = text_encoder(c, tasks)
     encoder.load(vocab_dir)
     encoded = [EncodedTask(t, {s: encoder.encode(t.split(s), t.kind) for s in SPLITS}, encoder)
@@ -79,6 +80,25 @@ def evaluate_run(run_dir: Path, split: str, only: list[str] | None, data_dir: st
     torch.set_num_threads(max(1, c.hardware.num_threads))
     model = build_model(c.model, getattr(encoder, "vocab", None), tasks, c.seed)
     model.load_state_dict(checkpoint.load(best)["model"])
+    model.eval()
+    return c, encoded, model
+
+
+def check_tasks(encoded, only: list[str] | None) -> None:
+    names = [t.task.name for t in encoded]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise MtlrunError(f"--tasks: {', '.join(unknown)} not in this run ({', '.join(names)})")
+
+
+def evaluate_run(run_dir: Path, split: str, only: list[str] | None, data_dir: str | None):
+    """[(task, metric, score, recorded score)] of the run's best model on `split`."""
+    import torch
+
+    from mtlrun.training.evaluate import evaluate
+
+    c, encoded, model = load_run(run_dir, data_dir)
+    check_tasks(encoded, only)
     recorded = {}
     if (run_dir / "results.json").is_file():
         recorded = json.loads((run_dir / "results.json").read_text())["tasks"]
@@ -92,14 +112,65 @@ def evaluate_run(run_dir: Path, split: str, only: list[str] | None, data_dir: st
     return rows
 
 
+def predict_file(run_dir: Path, path: Path, task_name: str, data_dir: str | None) -> list[str]:
+    """One output line per line of `path`: task `task_name`'s predictions."""
+    import torch
+
+    from mtlrun.kinds import kind_of
+    from mtlrun.tasks import Kind, Split
+    from mtlrun.tasks.text_files import read_lines, split_tokens
+    from mtlrun.training.batches import length_sorted_batches
+
+    c, encoded, model = load_run(run_dir, data_dir)
+    check_tasks(encoded, [task_name])
+    k = [t.task.name for t in encoded].index(task_name)
+    task = encoded[k].task
+    if task.kind == Kind.SEQ2SEQ:
+        raise MtlrunError(f"--predict: {task_name} is a seq2seq task; prediction on a file "
+                          "covers classification, pair and tagging tasks")  # fmt: skip
+    pair = task.kind == Kind.PAIR_CLASSIFICATION
+    firsts, seconds = [], []
+    for number, line in read_lines(path):
+        first, tab, second = line.partition("\t")
+        if pair and not tab:
+            raise MtlrunError(f"{path}:{number}: {task_name} compares two texts: give them on "
+                              "one line, separated by a tab")  # fmt: skip
+        firsts.append(split_tokens(first) if pair else split_tokens(line))
+        seconds.append(split_tokens(second))
+    dummy = [[0] * len(t) for t in firsts] if task.kind == Kind.TAGGING else [0] * len(firsts)
+    split = encoded[k].encoder.encode(Split(firsts, dummy, seconds if pair else None), task.kind)
+    kind, out = kind_of(task), [""] * len(firsts)
+    with torch.no_grad():
+        for index in length_sorted_batches(split.lengths, c.trainer.eval_batch_size):
+            predictions = model(k, kind.collate(split, index, torch.device("cpu"))).predictions()
+            for i, p in zip(index, predictions.tolist(), strict=True):
+                if task.kind == Kind.TAGGING:  # a tag per word (the line's first max_length)
+                    out[i] = " ".join(task.label_names[t] for t in p[: len(firsts[i])])
+                else:
+                    out[i] = task.label_names[p]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--split", choices=("test", "dev"), default="test")
     p.add_argument("--tasks", help="comma-separated task names (default: every task)")
     p.add_argument("--data-dir", help="where the run's data is now (default: its data_dir)")
+    p.add_argument("--predict", type=Path, help="label every line of this file (one task)")
     args = p.parse_args(argv)
     only = args.tasks.split(",") if args.tasks else None
+    if args.predict is not None:
+        if not only or len(only) != 1:
+            print(f"{PROG}: error: --predict needs one task: --tasks NAME", file=sys.stderr)
+            sys.exit(2)
+        try:
+            lines = predict_file(args.run_dir.expanduser(), args.predict, only[0], args.data_dir)
+        except (MtlrunError, OSError) as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        print("\n".join(lines))
+        return
     try:
         rows = evaluate_run(args.run_dir.expanduser(), args.split, only, args.data_dir)
     except (MtlrunError, OSError) as e:

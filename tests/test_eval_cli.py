@@ -27,6 +27,19 @@ def test_the_run_directory_alone_rescores_the_best_model(tmp_path):
     exe = Path(sys.executable).with_name("mtlrun-eval")
     shown = subprocess.run([str(exe), str(run)], capture_output=True, text=True)
     assert shown.returncode == 0 and "sent0" in shown.stdout and "results.json (%)" in shown.stdout
+    lines = tmp_path / "lines.txt"
+    lines.write_text("w1 w2 w3\nw4 w5\n")
+    for task, check in [("sent1", lambda out: out in ("negative", "positive")),
+                        ("entities", None)]:  # fmt: skip
+        got = subprocess.run([str(exe), str(run), "--predict", str(lines), "--tasks", task],
+                             capture_output=True, text=True)  # fmt: skip
+        assert got.returncode == 0, got.stderr
+        outs = got.stdout.splitlines()
+        assert len(outs) == 2  # one line out per line in
+        if check:
+            assert all(check(o) for o in outs), outs
+        else:  # a tag per word
+            assert [len(o.split()) for o in outs] == [3, 2]
     mistakes = [([str(run), "--tasks", "nope"], "--tasks: nope not in this run"),
                 ([str(tmp_path)], "not an mtlrun run directory (no run.json)")]  # fmt: skip
     for args, message in mistakes:
