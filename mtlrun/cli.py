@@ -121,7 +121,9 @@ def _describe(e: BaseException, run_dir: Path) -> tuple[str, int] | None:
     if isinstance(e, MtlrunError):
         return str(e), 2
     if isinstance(e, KeyboardInterrupt):
-        return f"interrupted; continue with: mtlrun trainer.resume={run_dir}", 130
+        step = getattr(e, "checkpoint_step", None)  # set by the trainer
+        saved = f"checkpoint at step {step}" if step is not None else "no training checkpoint yet"
+        return f"interrupted ({saved}); continue with: mtlrun trainer.resume={run_dir}", 130
     if isinstance(e, OSError):  # a full disk, a denied permission, a vanished file
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror or e}", 2

@@ -29,6 +29,13 @@ def one_line_error(proc: subprocess.CompletedProcess, status: int = 2) -> str:
     return err
 
 
+def last_eval(run: Path) -> int:
+    """The step last.pt holds, read from the checkpoint itself."""
+    from mtlrun.training import checkpoint
+
+    return checkpoint.load(run / "checkpoints" / "last.pt")["progress"]["step"]
+
+
 def snapshot(run: Path) -> dict[str, bytes]:
     """Every file of a run directory (its log excepted, which later commands may append to)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
@@ -136,7 +143,8 @@ def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, cache_dir):
         _, stderr = first.communicate(timeout=120)
     # Ctrl-C: one line telling how to continue, status 130, and a resumable run
     assert first.returncode == 130 and stderr.strip().splitlines() == [
-        f"mtlrun: error: interrupted; continue with: mtlrun trainer.resume={run}"
+        f"mtlrun: error: interrupted (checkpoint at step {last_eval(run)}); continue with: "
+        f"mtlrun trainer.resume={run}"
     ]
     steps = [int(r.split(",")[0]) for r in (run / "schedule.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps))  # one writer: no repeated or out-of-order steps

@@ -139,6 +139,7 @@ class Trainer:
             for k, t in enumerate(tasks)
         ]  # fmt: skip
         self.state = Progress(batches_seen=[0] * len(tasks), examples_seen=[0] * len(tasks))
+        self.saved_step: int | None = None  # the step last.pt holds (said when interrupted)
         self._loss_sums: list[torch.Tensor | None] = [None] * len(tasks)
         self._loss_counts = [0] * len(tasks)
         self.episode = episode
@@ -166,14 +167,20 @@ class Trainer:
             self.log.start(self.state.step if resumed else None)
         self._clock = time.perf_counter()
         self.model.train()
-        with self.display, self.stop:
-            self.display.start(self.state.step)
-            for t in range(self.state.step, self.cfg.max_steps):
-                stop = self._train_step(t)
-                if (t + 1) % self.cfg.eval_every == 0 or t + 1 == self.cfg.max_steps:
-                    self._evaluate(t + 1)
-                if stop:
-                    self._preempt(t + 1, stop)
+        if resumed:
+            self.saved_step = self.state.step
+        try:
+            with self.display, self.stop:
+                self.display.start(self.state.step)
+                for t in range(self.state.step, self.cfg.max_steps):
+                    stop = self._train_step(t)
+                    if (t + 1) % self.cfg.eval_every == 0 or t + 1 == self.cfg.max_steps:
+                        self._evaluate(t + 1)
+                    if stop:
+                        self._preempt(t + 1, stop)
+        except KeyboardInterrupt as e:  # Ctrl-C: the command says where a resume continues
+            e.checkpoint_step = self.saved_step
+            raise
         self._guard_collapse(self.cfg.max_steps)
         self._offer_signals(self.cfg.max_steps)
         if self.rt.is_main:
@@ -208,6 +215,7 @@ class Trainer:
             checkpoint.save(self.ckpt_dir / "best.pt",
                             {"step": self.state.step, "model": snapshot["model"]})  # fmt: skip
         checkpoint.save(self.ckpt_dir / "last.pt", snapshot)
+        self.saved_step = self.state.step
 
     def run_episode(self, steps: int) -> None:
         """One policy-learning episode: `steps` training steps of a fresh model, then the
