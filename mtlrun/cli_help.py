@@ -5,13 +5,8 @@ shows Hydra's flags)."""
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
-
-from mtlrun.paths import config_dir
 
 GROUPS = ("model", "tasks", "scheduler", "optimizer", "hardware", "trainer", "experiment", "debug")
-DEFAULTS = {"model": "lstm", "tasks": "synthetic", "scheduler": "uniform", "optimizer": "adam",
-            "hardware": "cpu", "trainer": "default"}  # fmt: skip
 KEYS = [
     ("seed=N", "the run's seed: data order, initial model, sampling"),
     ("data_dir=DIR", "local datasets (null: the Hugging Face hub, which needs internet)"),
@@ -22,7 +17,9 @@ KEYS = [
 
 
 def help_text() -> str:
-    conf = Path(config_dir())
+    from mtlrun.overrides import default_options, group_options
+
+    defaults = default_options()
     lines = [
         "mtlrun: train a multi-task NLP model with a task scheduler, composed from config groups",
         "",
@@ -32,8 +29,7 @@ def help_text() -> str:
         "config groups (default marked *):",
     ]
     for group in GROUPS:
-        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
-        shown = [f"{o}*" if DEFAULTS.get(group) == o else o for o in options]
+        shown = [f"{o}*" if defaults.get(group) == o else o for o in group_options(group)]
         body = textwrap.wrap(", ".join(shown), width=86)
         lines.append(f"  {group:<11}{body[0]}")
         lines += [" " * 13 + rest for rest in body[1:]]

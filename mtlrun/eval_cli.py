@@ -57,13 +57,10 @@ def load_run(run_dir: Path, data_dir: str | None):
     """(config, encoded tasks, model with best.pt loaded) of a run, from its directory."""
     import torch
 
-    from mtlrun.experiment import select_tasks, text_encoder
+    from mtlrun.experiment import run_tasks, text_encoder
     from mtlrun.models import build_model
-    from mtlrun.schedulers import scheduler_class
-    from mtlrun.tasks import load_tasks
     from mtlrun.tasks.encode import SPLITS, EncodedTask
     from mtlrun.training import checkpoint
-    from mtlrun.training.transfer import hold_out
 
     c = saved_config(run_dir, data_dir)
     best, vocab_dir = run_dir / "checkpoints" / "best.pt", run_dir / "vocab"
@@ -71,8 +68,7 @@ def load_run(run_dir: Path, data_dir: str | None):
         if not needed.exists():
             raise MtlrunError(f"{needed} is missing: only a run with checkpoints (made by this "
                               "version of mtlrun) can be evaluated")  # fmt: skip
-    trained, _ = hold_out(load_tasks(c.tasks, c.seed, c.data_dir), c.transfer.task)
-    tasks = select_tasks(trained, scheduler_class(c.scheduler.name).task_subset(c.scheduler))
+    tasks, _ = run_tasks(c)
     encoder = text_encoder(c, tasks)
     encoder.load(vocab_dir)
     encoded = [EncodedTask(t, {s: encoder.encode(t.split(s), t.kind) for s in SPLITS}, encoder)

@@ -64,6 +64,13 @@ def select_tasks(tasks: list[Task], names: list[str] | None) -> list[Task]:
     return [by_name[n] for n in names]
 
 
+def run_tasks(c: Any) -> tuple[list[Task], Task | None]:
+    """The tasks the run trains (its scheduler's subset, less transfer.task), and the task held
+    out for transfer (None without one)."""
+    trained, held = hold_out(load_tasks(c.tasks, c.seed, c.data_dir), c.transfer.task)
+    return select_tasks(trained, scheduler_class(c.scheduler.name).task_subset(c.scheduler)), held
+
+
 def device_for(hw) -> torch.device:
     device = torch.device(hw.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -155,8 +162,7 @@ def prepare(c: Any, runtime: Runtime | None = None) -> Prepared:
     if rt.distributed:
         device = rt.device  # this rank's: cuda:<local rank> on a GPU
     check_cache_writable(c.cache_dir)  # before loading data, not after
-    trained, held = hold_out(load_tasks(c.tasks, c.seed, c.data_dir), c.transfer.task)
-    tasks = select_tasks(trained, scheduler_class(c.scheduler.name).task_subset(c.scheduler))
+    tasks, held = run_tasks(c)
     check_unique_names(tasks)
     check_splits(tasks)
     first: list = []  # rank 0 encodes first (and fills the cache the other ranks then read)

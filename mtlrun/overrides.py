@@ -8,7 +8,7 @@ import difflib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from mtlrun.config import SCHEMAS, Config
+from mtlrun.config import SCHEMAS, Config, TransferConfig
 from mtlrun.errors import ConfigError
 from mtlrun.paths import config_dir
 
@@ -22,6 +22,14 @@ def group_options(group: str) -> list[str]:
 
 def top_level_keys() -> list[str]:
     return sorted({f.name for f in fields(Config)} | set(PRESET_GROUPS) | {"hydra"})
+
+
+def default_options() -> dict[str, str]:
+    """group -> its default option, as conf/config.yaml's defaults list names them."""
+    import yaml
+
+    listed = yaml.safe_load((Path(config_dir()) / "config.yaml").read_text())["defaults"]
+    return {k: v for d in listed if isinstance(d, dict) for k, v in d.items() if v is not None}
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -43,15 +51,14 @@ def _chosen(group: str, args: list[str], default: str) -> str | None:
 def _schema(group: str, args: list[str]):
     from mtlrun.schedulers import SCHEDULERS
 
-    defaults = {"model": "lstm", "tasks": "synthetic", "scheduler": "uniform",
-                "optimizer": "optimizer", "hardware": "hardware", "trainer": "trainer"}  # fmt: skip
     if group == "transfer":
-        return Config.__dataclass_fields__["transfer"].default_factory
+        return TransferConfig
+    if group in ("optimizer", "hardware", "trainer"):  # one schema whatever the option
+        return SCHEMAS[group][group]
+    defaults = default_options()
     if group not in defaults:
         return None
     option = _chosen(group, args, defaults[group])
-    if group in ("optimizer", "hardware", "trainer"):
-        option = group  # one schema whatever the option
     if group == "scheduler":
         return SCHEDULERS[option].Config if option in SCHEDULERS else None
     return SCHEMAS[group].get(option) if option else None

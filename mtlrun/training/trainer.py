@@ -289,8 +289,10 @@ class Trainer:
         batch = self.kinds[k].collate(self.tasks[k].splits["train"], index, self.device)
         with self.precision.autocast():
             out = self.model(k, batch)
-        self._add_train_loss(k, out.example_losses.detach().float().mean())
-        rows = self.scheduler.example_losses(k, out.example_losses.float(), out.example_labels)
+        losses = out.example_losses.float()
+        if not self.episode:  # only evaluations read it; episodes have none
+            self._add_train_loss(k, losses.detach().mean())
+        rows = self.scheduler.example_losses(k, losses, out.example_labels)
         hits = None
         if self.scheduler.observes_train_kpi:  # batch accuracy, kept on device until read
             hits = (out.example_log_probs.detach().argmax(-1) == out.example_labels).float()
