@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import textwrap
 
-GROUPS = ("model", "tasks", "scheduler", "optimizer", "hardware", "trainer", "experiment", "debug")
+GROUPS = ("model", "tasks", "scheduler", "optimizer", "hardware", "trainer", "experiment", "debug",
+          "logger")  # fmt: skip
 KEYS = [
     ("seed=N", "the run's seed: data order, initial model, sampling"),
     ("data_dir=DIR", "local datasets (null: the Hugging Face hub, which needs internet)"),

@@ -20,6 +20,7 @@ from mtlrun.tasks.glue import GlueTasksConfig
 from mtlrun.tasks.mt_syntax import MtSyntaxConfig
 from mtlrun.tasks.translation import Multi30kConfig, Wmt14EnDeConfig, WmtMultilingualConfig
 from mtlrun.tasks.xnli import XnliTasksConfig
+from mtlrun.tracking import LoggerConfig
 
 
 def _positive(name: str, value: float) -> None:
@@ -453,6 +454,7 @@ class Config:
     # reproduces them, read by mtlrun-reproduce; a run ignores it (docs/experiments.md)
     paper: Any = None
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # logger=tensorboard|mlflow|all
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -40,6 +40,7 @@ from mtlrun.tasks import Kind, Task, load_tasks
 from mtlrun.tasks.bpe import BpeEncoder
 from mtlrun.tasks.encode import EncodedTask, WordEncoder, check_cache_writable, encode_tasks
 from mtlrun.threads import auto_threads
+from mtlrun.tracking import Trackers, open_trackers
 from mtlrun.training.batches import count_batches
 from mtlrun.training.optimizers import TaskOptimizers, resolve_layout
 from mtlrun.training.parallel_learning import episode_seed, learn_policy_parallel
@@ -235,7 +236,7 @@ def check_hardware(c: Any, scheduler: Scheduler, rt: Runtime) -> None:
 
 def make_trainer(
     c: Any, p: Prepared, run_dir: Path, episode: bool = False, display=None,
-    runtime: Runtime | None = None,
+    runtime: Runtime | None = None, trackers: Trackers | None = None,
 ) -> Trainer:  # fmt: skip
     """A freshly initialised model (seeded by c.seed) and its optimizers, in a Trainer."""
     model = build_model(c.model, p.vocab, p.tasks, c.seed).to(p.device)
@@ -259,7 +260,8 @@ def make_trainer(
                  sum(q.numel() for q in model.parameters()), c.scheduler.name,
                  p.step_mode.value, layout)  # fmt: skip
     return Trainer(c, p.encoded, model, p.scheduler, p.step_mode, optimizers, run_dir, p.device,
-                   episode=episode, display=display, runtime=runtime)  # fmt: skip
+                   episode=episode, display=display, runtime=runtime,
+                   trackers=trackers)  # fmt: skip
 
 
 def build_trainer(c: Any, run_dir: Path) -> Trainer:
@@ -370,15 +372,17 @@ def _run(c: Any, run_dir: Path, resume: bool, runtime: Runtime | None = None) ->
     if runtime is None or runtime.is_main:
         save_vocabulary(p.encoded[0].encoder, run_dir)
     learning = learn(c, p, run_dir, resume)
-    trainer = make_trainer(c, p, run_dir, runtime=runtime)
-    results = trainer.fit(resume=resume)
-    if results is None:  # a data-parallel rank other than 0
-        return None
-    if p.held_out is not None:  # the best model's encoder, frozen
-        results["transfer"] = transfer(c, trainer.model.encoder, p.held_out, p.device)
-    results["timing"].update(learning)
-    results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
-    write_results(run_dir, results)
+    with open_trackers(c, run_dir, main=runtime is None or runtime.is_main) as trackers:
+        trainer = make_trainer(c, p, run_dir, runtime=runtime, trackers=trackers)
+        results = trainer.fit(resume=resume)
+        if results is None:  # a data-parallel rank other than 0
+            return None
+        if p.held_out is not None:  # the best model's encoder, frozen
+            results["transfer"] = transfer(c, trainer.model.encoder, p.held_out, p.device)
+        results["timing"].update(learning)
+        results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
+        write_results(run_dir, results)
+        trackers.results(results, c.trainer.max_steps)
     if c.trainer.plots:
         plot_run_quietly(run_dir)  # never fails the run: a warning at worst
     print_results(results, run_dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 from mtlrun.config import SCHEMAS, Config, TransferConfig
 from mtlrun.errors import ConfigError
 from mtlrun.paths import config_dir
+from mtlrun.tracking import LoggerConfig
 
 PRESET_GROUPS = ("experiment", "debug")  # option-only groups: no schema of their own
 SWEEP_FUNCTIONS = ("choice(", "range(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
@@ -53,6 +54,8 @@ def _schema(group: str, args: list[str]):
 
     if group == "transfer":
         return TransferConfig
+    if group == "logger":
+        return LoggerConfig
     if group in ("optimizer", "hardware", "trainer"):  # one schema whatever the option
         return SCHEMAS[group][group]
     defaults = default_options()
@@ -87,6 +90,8 @@ def check_overrides(args: list[str]) -> None:
                                       f"options are {', '.join(options)}")  # fmt: skip
             continue
         parts = key.split(".")
+        if top == "logger" and len(parts) > 1:
+            _check_logger_key(arg, parts, args)
         schema = _schema(top, args)
         if len(parts) > 1 and schema is not None and is_dataclass(schema):
             names = sorted(f.name for f in fields(schema))
@@ -94,3 +99,22 @@ def check_overrides(args: list[str]) -> None:
                 raise ConfigError(f"{arg}: {top} has no key {parts[1]!r}"
                                   f"{_suggest(parts[1], names)}; its keys are "
                                   f"{', '.join(names)}")  # fmt: skip
+
+
+def _check_logger_key(arg: str, parts: list[str], args: list[str]) -> None:
+    """logger.<tracker>.<key>: the tracker must be on (its options are null otherwise, which
+    Hydra would answer with an assertion) and the key one of its settings."""
+    from mtlrun.tracking import TRACKERS
+
+    if parts[1] not in TRACKERS:
+        return  # the first-level check names the trackers
+    chosen = next((a.lstrip("+").partition("=")[2].split(",") for a in args
+                   if a.lstrip("+").startswith("logger=")), [])  # fmt: skip
+    if parts[1] not in chosen and "all" not in chosen:
+        raise ConfigError(f"{arg}: the {parts[1]} logger is off; turn it on with "
+                          f"logger={parts[1]} (or logger=all)")  # fmt: skip
+    names = sorted(f.name for f in fields(TRACKERS[parts[1]].Config))
+    if len(parts) > 2 and parts[2] not in names:
+        raise ConfigError(f"{arg}: logger.{parts[1]} has no key {parts[2]!r}"
+                          f"{_suggest(parts[2], names)}; its keys are "
+                          f"{', '.join(names) or 'none'}")  # fmt: skip

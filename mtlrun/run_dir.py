@@ -43,7 +43,7 @@ LOCK = ".lock"
 # halfway never leaves the old results beside the new config
 RUN_FILES = (MANIFEST, CONFIG, "results.json", "results.csv", "results.md", "metrics.jsonl",
              "schedule.csv", "policy.pt", "learning.json", "error.txt", "checkpoints",
-             "plots", "vocab")  # fmt: skip
+             "plots", "vocab", "tensorboard", "mlflow.json")  # fmt: skip
 
 
 def holds_run(directory: Path) -> bool:

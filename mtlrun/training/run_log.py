@@ -1,7 +1,8 @@
 """The run's logs: `metrics.jsonl` (one line per evaluation and task) and `schedule.csv` (the
 task chosen at each step). Schedule rows are buffered in memory and flushed at each evaluation,
 keeping file I/O off the training step; a resumed run first cuts both files back to its
-checkpoint so they end up identical to an uninterrupted run's."""
+checkpoint so they end up identical to an uninterrupted run's. Experiment trackers (logger=...)
+get every metrics record too."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from mtlrun import strict_json
+from mtlrun.tracking import Trackers
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, task_names: list[str]) -> None:
+    def __init__(self, run_dir: Path, trackers: Trackers | None = None) -> None:
         self.metrics_path = run_dir / "metrics.jsonl"
         self.schedule_path = run_dir / "schedule.csv"
-        self.task_names = task_names
+        self.trackers = trackers or Trackers([])  # logger=...: fed the same records
         self._pending: list[str] = []
 
     def start(self, resume_step: int | None) -> None:
+        self.trackers.start(resume_step)
         if resume_step is None:
             self.schedule_path.write_text("step,task\n")
             self.metrics_path.write_text("")
@@ -49,3 +52,4 @@ class RunLog:
     def metrics(self, records: list[dict[str, Any]]) -> None:
         with open(self.metrics_path, "a") as f:
             f.writelines(strict_json.dumps(r) + "\n" for r in records)
+        self.trackers.records(records)

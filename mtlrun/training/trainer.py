@@ -53,6 +53,7 @@ from mtlrun.report.time_to_accuracy import add_to_tasks as add_time_to_accuracy
 from mtlrun.schedulers import Scheduler, StepMode
 from mtlrun.tasks.encode import EncodedTask
 from mtlrun.tasks.spec import Metric
+from mtlrun.tracking import Trackers
 from mtlrun.training import checkpoint, schedule_stats
 from mtlrun.training.batches import BatchStream
 from mtlrun.training.bleu import bleu_signature
@@ -104,10 +105,12 @@ class Trainer:
         episode: bool = False,
         display: ProgressDisplay | None = None,
         runtime: Runtime | None = None,
+        trackers: Trackers | None = None,
     ) -> None:
         """`episode=True`: a policy-learning episode (QLS): train only, no evaluation, logs or
         checkpoints; `display` is then the learning phase's shared progress display.
-        `runtime`: this process's rank in a data-parallel run (None: a single process)."""
+        `runtime`: this process's rank in a data-parallel run (None: a single process).
+        `trackers`: experiment trackers (logger=...), fed what metrics.jsonl gets."""
         self.rt = runtime or Runtime(device=device)
         self.precision = Precision(cfg.hardware.precision, device)
         self.cfg = cfg.trainer
@@ -143,7 +146,7 @@ class Trainer:
         self._loss_sums: list[torch.Tensor | None] = [None] * len(tasks)
         self._loss_counts = [0] * len(tasks)
         self.episode = episode
-        self.log = None if episode or not self.rt.is_main else RunLog(run_dir, self.names)
+        self.log = None if episode or not self.rt.is_main else RunLog(run_dir, trackers)
         self.ckpt_dir = run_dir / "checkpoints"
         self.display = display or ProgressDisplay(
             self.cfg.max_steps, self.names, enabled=self.cfg.progress and self.rt.is_main
