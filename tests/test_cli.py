@@ -3,18 +3,18 @@
 import json
 
 import pytest
-from conftest import TINY, kill_when, mtlrun
+from conftest import TAGGING, TINY, kill_when, mtlrun
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """One TINY run, shared by the tests below that only read it: (run dir, the finished
-    process, its cache_dir override)."""
+    """One TINY run with the tagging task, shared by the tests below that only read it: (run
+    dir, the finished process, its cache_dir override)."""
     tmp = tmp_path_factory.mktemp("tiny")
     cache_dir, run = f"cache_dir={tmp / 'cache'}", tmp / "run"
-    return run, mtlrun([*TINY, cache_dir, f"hydra.run.dir={run}"], cwd=tmp), cache_dir
+    return run, mtlrun([*TINY, TAGGING, cache_dir, f"hydra.run.dir={run}"], cwd=tmp), cache_dir
 
 
 def test_run_writes_every_output(tiny):
@@ -60,9 +60,9 @@ def scores_of(run) -> dict:
 
 def test_same_config_and_seed_give_identical_results(tiny, tmp_path):
     first, _, cache_dir = tiny  # the same config: its encoding cache is warm now
-    mtlrun([*TINY, cache_dir, f"hydra.run.dir={tmp_path / 'b'}"], cwd=tmp_path)
+    mtlrun([*TINY, TAGGING, cache_dir, f"hydra.run.dir={tmp_path / 'b'}"], cwd=tmp_path)
     assert scores_of(tmp_path / "b") == scores_of(first)
-    mtlrun([*TINY, cache_dir, "seed=1", f"hydra.run.dir={tmp_path / 'c'}"], cwd=tmp_path)
+    mtlrun([*TINY, TAGGING, cache_dir, "seed=1", f"hydra.run.dir={tmp_path / 'c'}"], cwd=tmp_path)
     assert scores_of(tmp_path / "c") != scores_of(first)
 
 
@@ -239,7 +239,7 @@ def test_a_terminal_run_shows_its_directory_first_and_every_evaluation(tmp_path,
     evaluations = [
         ln for ln in lines if re.match(r"\[[\d\-: ,]+\]\[mtlrun\]\[INFO\] - step \d+/60", ln)
     ]
-    assert len(evaluations) == 3 and all("sent0=" in ln and "entities=" in ln for ln in evaluations)
+    assert len(evaluations) == 3 and all("sent0=" in ln and "sent1=" in ln for ln in evaluations)
     assert (run / "mtlrun.log").read_text().count("dev aggregate") == 3
 
 

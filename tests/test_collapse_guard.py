@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TAGGING, TINY
 from hydra import compose, initialize_config_dir
 
 from mtlrun.config import register_configs
@@ -28,7 +28,7 @@ from mtlrun.training.trainer import Trainer
 register_configs()
 
 NAMES = ["a", "b", "c", "d"]
-TASKS = ["sent0", "sent1", "entities"]  # TINY's synthetic suite, in order
+TASKS = ["sent0", "sent1", "entities"]  # TINY + TAGGING's synthetic suite, in order
 
 
 # --- the pure functions ----------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_collapse_share_is_validated(tmp_path, bad):
 # --- in-process runs -------------------------------------------------------------------------
 def _cfg(tmp_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("config", overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}",
+        return compose("config", overrides=[*TINY, TAGGING, f"cache_dir={tmp_path / 'cache'}",
                                             "hardware.num_threads=1", *overrides])  # fmt: skip
 
 

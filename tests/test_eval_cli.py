@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, mtlrun
+from conftest import TAGGING, TINY, mtlrun
 
 from mtlrun.eval_cli import evaluate_run
 
@@ -14,7 +14,8 @@ from mtlrun.eval_cli import evaluate_run
 @pytest.mark.slow
 def test_the_run_directory_alone_rescores_the_best_model(tmp_path):
     run = tmp_path / "run"
-    mtlrun([*TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=tmp_path)
+    mtlrun([*TINY, TAGGING, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+           cwd=tmp_path)  # fmt: skip
     (tmp_path / "cache").rename(tmp_path / "gone")  # no cached vocabulary to lean on
     recorded = json.loads((run / "results.json").read_text())["tasks"]
     for split in ("test", "dev"):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, kill_when, mtlrun
+from conftest import TAGGING, TINY, kill_when, mtlrun
 from test_cli import scores_of
 
 pytestmark = pytest.mark.slow  # every test here runs the mtlrun command end to end
@@ -26,8 +26,8 @@ def learned(tmp_path_factory):
 
 def test_learn_then_run_and_reuse_the_policy(learned, tmp_path, cache_dir):
     policy = torch.load(learned / "policy.pt", weights_only=False)
-    assert policy["tasks"] == ["sent0", "sent1", "entities"]
-    assert [len(h) for h in policy["hard"]] == [16, 16, 16]
+    assert policy["tasks"] == ["sent0", "sent1"]
+    assert [len(h) for h in policy["hard"]] == [16, 16]
     timing = json.loads((learned / "results.json").read_text())["timing"]
     assert timing["learn_seconds"] > 0 and 0 < timing["learn_signal_seconds"] < timing[
         "learn_seconds"]  # fmt: skip
@@ -47,7 +47,7 @@ def test_learn_then_run_and_reuse_the_policy(learned, tmp_path, cache_dir):
 
 def test_policy_from_other_tasks_is_refused(learned, tmp_path, cache_dir):
     policy = f"scheduler.policy={learned / 'policy.pt'}"
-    proc = mtlrun([*TINY, *QLS_TINY, cache_dir, "tasks.tagging_train_size=0", policy],
+    proc = mtlrun([*TINY, *QLS_TINY, cache_dir, TAGGING, policy],
                   cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 2
     assert "was learned for tasks" in proc.stderr

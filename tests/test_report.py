@@ -184,7 +184,7 @@ def test_real_sweep_end_to_end(tmp_path: Path, tiny_sweep: Path):
     lines = (tmp_path / "rep" / "report.csv").read_text().splitlines()
     rows = {(r[0], r[1]): r for r in (ln.split(",") for ln in lines[1:])}
     assert {c for _, c in rows} == {"uniform", "proportional"}
-    assert {t for t, _ in rows} == {"sent0", "sent1", "entities", "average"}
+    assert {t for t, _ in rows} == {"sent0", "sent1", "average"}
     # the uniform sent0 cell is the mean of that task's test score in jobs 0 and 1
     tests = [json.loads((sweep / j / "results.json").read_text())["tasks"]["sent0"]["test"]
              for j in ("0", "1")]  # fmt: skip
@@ -192,7 +192,7 @@ def test_real_sweep_end_to_end(tmp_path: Path, tiny_sweep: Path):
     assert rows["sent0", "uniform"][4] == "2"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| task | uniform | proportional |" in md and "**" in md
-    assert (tmp_path / "rep" / "report.tex").read_text().count("\\\\") == 6  # header+3+avg+noise
+    assert (tmp_path / "rep" / "report.tex").read_text().count("\\\\") == 5  # header+2+avg+noise
     assert "average" in proc.stdout
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_trainer
+from conftest import TAGGING, tiny_trainer
 
 from mtlrun.atomic import remove_stale_temps, write_text_atomic
 from mtlrun.errors import ConfigError, MtlrunError
@@ -31,7 +31,7 @@ STEPS = 4
 
 
 def trainer_for(tmp: Path, cache: Path, *overrides):
-    return tiny_trainer(tmp / "run", f"cache_dir={cache}", *overrides)
+    return tiny_trainer(tmp / "run", f"cache_dir={cache}", TAGGING, *overrides)
 
 
 def same(a, b, where="state"):

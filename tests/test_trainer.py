@@ -3,11 +3,11 @@
 import copy
 
 import pytest
-from conftest import tiny_trainer
+from conftest import TAGGING, tiny_trainer
 
 
 def trainer_for(tmp_path, *overrides):
-    return tiny_trainer(tmp_path / "run", f"cache_dir={tmp_path}", *overrides)
+    return tiny_trainer(tmp_path / "run", f"cache_dir={tmp_path}", TAGGING, *overrides)
 
 
 def test_batch_accuracy_reaches_kpi_schedulers(tmp_path):
@@ -43,13 +43,13 @@ def test_loss_probes_use_their_own_data_streams(tmp_path):
 def test_training_losses_are_averaged_per_interval_and_survive_a_checkpoint(tmp_path):
     import torch
 
-    tr = tiny_trainer(tmp_path / "a", f"cache_dir={tmp_path}")
+    tr = trainer_for(tmp_path / "a")
     for k, value in [(0, 1.0), (0, 2.0), (2, 0.5)]:
         tr._add_train_loss(k, torch.tensor(value))
     snapshot = tr._snapshot()  # a preemption checkpoint in the middle of the interval
     assert tr._train_losses() == [1.5, None, 0.5]  # task 1 did not train
     assert tr._train_losses() == [None, None, None]  # a fresh interval
-    resumed = tiny_trainer(tmp_path / "b", f"cache_dir={tmp_path}")
+    resumed = trainer_for(tmp_path / "b")
     resumed._restore(snapshot)
     resumed._add_train_loss(0, torch.tensor(3.0))
     assert resumed._train_losses() == [2.0, None, 0.5]

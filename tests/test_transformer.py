@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, tiny_trainer
+from conftest import TAGGING, TINY, tiny_trainer
 
 from mtlrun.config import TransformerConfig
 from mtlrun.errors import ConfigError
@@ -72,7 +72,7 @@ def test_nonsense_sizes_are_refused():
 
 def trainer_for(tmp_path, cache_dir, *overrides):
     tiny = [o for o in TINY if not o.startswith("model.")]  # the LSTM's sizes
-    return tiny_trainer(tmp_path, cache_dir, *SMALL, *overrides, base=tiny)
+    return tiny_trainer(tmp_path, cache_dir, TAGGING, *SMALL, *overrides, base=tiny)
 
 
 def test_it_learns_the_synthetic_tasks(tmp_path, cache_dir):
