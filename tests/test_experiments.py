@@ -63,15 +63,19 @@ def test_experiment_composes_and_its_paper_block_is_well_formed(name):
     assert paper.seeds and all(isinstance(s, int) for s in paper.seeds)
 
 
+_COMPOSED: dict[str, set] = {}  # a table -> the method and suite overrides composed so far
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_cell_of_the_sweep_composes_and_validates(name, tmp_path):
     """What each planned `mtlrun` command would compose: a method's overrides (scheduler keys,
     step modes) and each row's suite all exist and type-check. One compose per method and one
-    per suite (slow: about a second each)."""
+    per suite of a table, its full and cpu forms together (slow: about a second each; each
+    form's own settings compose in test_experiment_composes_and_its_paper_block_is_well_formed)."""
     paper, _ = paper_of(name)
     plan = make_plan(name, paper, tmp_path, [f"data_dir={SHARED_DATA}"], n_seeds=1)
-    seen = set()
+    seen = _COMPOSED.setdefault(name.removesuffix("_cpu"), set())
     per_run = ("scheduler.task=", "scheduler.baselines=", "scheduler.path=", "transfer.task=")
     for cell in plan.cells:  # a baseline per task, a transfer per row: one shape, one compose
         method = tuple(o for o in cell.overrides
