@@ -3,34 +3,34 @@
 import json
 
 import pytest
-from conftest import TAGGING, TINY, kill_when, mtlrun
+from conftest import TINY, kill_when, mtlrun
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """One TINY run with the tagging task, shared by the tests below that only read it: (run
-    dir, the finished process, its cache_dir override)."""
+    """One TINY run, shared by the tests below that only read it: (run dir, the finished
+    process, its cache_dir override)."""
     tmp = tmp_path_factory.mktemp("tiny")
     cache_dir, run = f"cache_dir={tmp / 'cache'}", tmp / "run"
-    return run, mtlrun([*TINY, TAGGING, cache_dir, f"hydra.run.dir={run}"], cwd=tmp), cache_dir
+    return run, mtlrun([*TINY, cache_dir, f"hydra.run.dir={run}"], cwd=tmp), cache_dir
 
 
 def test_run_writes_every_output(tiny):
     run, proc, _ = tiny
     results = json.loads((run / "results.json").read_text())
-    assert set(results["tasks"]) == {"sent0", "sent1", "entities"}
+    assert set(results["tasks"]) == {"sent0", "sent1"}
     for r in results["tasks"].values():
         assert 0 <= r["dev"] <= 1 and 0 <= r["test"] <= 1
     assert results["aggregate"]["test"] == pytest.approx(
-        sum(r["test"] for r in results["tasks"].values()) / 3
+        sum(r["test"] for r in results["tasks"].values()) / 2
     )
     assert results["steps"] == 60 and results["best_step"] in (20, 40, 60)
-    # the composed config, metrics (3 evaluations x 3 tasks + 3 test lines), the schedule
+    # the composed config, metrics (3 evaluations x 2 tasks + 2 test lines), the schedule
     assert "scheduler" in (run / "config.yaml").read_text()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [ln["split"] for ln in lines].count("dev") == 9 and len(lines) == 12
+    assert [ln["split"] for ln in lines].count("dev") == 6 and len(lines) == 8
     assert {"step", "task", "score", "loss", "train_loss", "p", "w", "lr_scale"} <= set(lines[0])
     trained = [ln["train_loss"] for ln in lines if ln["split"] == "dev"]
     assert all(x is None or 0 < x < 10 for x in trained) and any(x is not None for x in trained)
@@ -60,9 +60,9 @@ def scores_of(run) -> dict:
 
 def test_same_config_and_seed_give_identical_results(tiny, tmp_path):
     first, _, cache_dir = tiny  # the same config: its encoding cache is warm now
-    mtlrun([*TINY, TAGGING, cache_dir, f"hydra.run.dir={tmp_path / 'b'}"], cwd=tmp_path)
+    mtlrun([*TINY, cache_dir, f"hydra.run.dir={tmp_path / 'b'}"], cwd=tmp_path)
     assert scores_of(tmp_path / "b") == scores_of(first)
-    mtlrun([*TINY, TAGGING, cache_dir, "seed=1", f"hydra.run.dir={tmp_path / 'c'}"], cwd=tmp_path)
+    mtlrun([*TINY, cache_dir, "seed=1", f"hydra.run.dir={tmp_path / 'c'}"], cwd=tmp_path)
     assert scores_of(tmp_path / "c") != scores_of(first)
 
 
@@ -200,7 +200,7 @@ def test_one_sweep_passes_baselines_to_schedulers_that_use_them(tmp_path, cache_
     # Hydra composes a multirun's primary config with the default scheduler (uniform), so
     # scheduler.baselines must be a key every scheduler schema accepts.
     sweep = tmp_path / "sweep"
-    baselines = "scheduler.baselines={sent0: 0.9, sent1: 0.7, entities: 0.95}"
+    baselines = "scheduler.baselines={sent0: 0.9, sent1: 0.7}"
     mtlrun(["-m", "scheduler=uniform,jean_explicit", baselines, *TINY, cache_dir,
             f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
     assert len(list(sweep.glob("*/results.json"))) == 2

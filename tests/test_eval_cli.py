@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import TAGGING, TINY, mtlrun
 
-from mtlrun.eval_cli import evaluate_run
+from mtlrun.eval_cli import evaluate_run, main
 
 
 @pytest.mark.slow
-def test_the_run_directory_alone_rescores_the_best_model(tmp_path):
+def test_the_run_directory_alone_rescores_the_best_model(tmp_path, capsys):
     run = tmp_path / "run"
     mtlrun([*TINY, TAGGING, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
            cwd=tmp_path)  # fmt: skip
@@ -32,19 +32,20 @@ def test_the_run_directory_alone_rescores_the_best_model(tmp_path):
     lines.write_text("w1 w2 w3\nw4 w5\n")
     for task, check in [("sent1", lambda out: out in ("negative", "positive")),
                         ("entities", None)]:  # fmt: skip
-        got = subprocess.run([str(exe), str(run), "--predict", str(lines), "--tasks", task],
-                             capture_output=True, text=True)  # fmt: skip
-        assert got.returncode == 0, got.stderr
-        outs = got.stdout.splitlines()
+        capsys.readouterr()
+        main([str(run), "--predict", str(lines), "--tasks", task])  # the command's code, here
+        outs = capsys.readouterr().out.splitlines()
         assert len(outs) == 2  # one line out per line in
         if check:
             assert all(check(o) for o in outs), outs
         else:  # a tag per word
             assert [len(o.split()) for o in outs] == [3, 2]
-    mistakes = [([str(run), "--tasks", "nope"], "--tasks: nope not in this run"),
-                ([str(tmp_path)], "not an mtlrun run directory (no run.json)")]  # fmt: skip
-    for args, message in mistakes:
-        bad = subprocess.run([str(exe), *args], capture_output=True, text=True)
-        assert bad.returncode == 2 and bad.stderr.startswith("mtlrun-eval: error: ")
-        assert message in bad.stderr
-        assert bad.stderr.count("\n") == 1
+    bad = subprocess.run([str(exe), str(run), "--tasks", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("mtlrun-eval: error: --tasks: nope not in this run")
+    assert bad.stderr.count("\n") == 1  # one line, no traceback
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("mtlrun-eval: error: ")
+    assert "not an mtlrun run directory (no run.json)" in err and err.count("\n") == 1

@@ -135,16 +135,23 @@ def test_a_tracker_failing_mid_run_is_dropped_with_a_warning(tmp_path, caplog):
     assert [e.value for e in _scalars_of(tmp_path).Scalars("dev/score/a")] == [1.0, 2.0]
 
 
-@pytest.mark.slow
-def test_a_tracker_that_cannot_start_stops_the_run_in_one_line(tmp_path):
+def test_a_tracker_that_cannot_start_stops_the_run_before_training(tmp_path):
+    """A ConfigError, which the command prints as its one line (test_cli.py)."""
+    from hydra import compose, initialize_config_dir
+
+    from mtlrun.config import register_configs
+    from mtlrun.errors import ConfigError
+    from mtlrun.experiment import run_experiment
+    from mtlrun.paths import config_dir
+
+    register_configs()
     bad = "sqlite:////nonexistent-dir/store.db"
-    proc = mtlrun([*TINY, "logger=mlflow", f"logger.mlflow.tracking_uri={bad}",
-                   f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
-                  cwd=tmp_path, check=False)  # fmt: skip
-    assert proc.returncode == 2
-    error = proc.stderr.strip().splitlines()[-1]
-    assert error.startswith("mtlrun: error: logger=mlflow: sqlite:////nonexistent-dir/store.db")
-    assert "Traceback" not in proc.stderr
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, "logger=mlflow",
+                                           f"logger.mlflow.tracking_uri={bad}",
+                                           f"cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    with pytest.raises(ConfigError, match=re.escape(f"logger=mlflow: {bad}: ")):
+        run_experiment(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # stopped before training
 
 
