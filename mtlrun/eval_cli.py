@@ -156,19 +156,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--predict", type=Path, help="label every line of this file (one task)")
     args = p.parse_args(argv)
     only = args.tasks.split(",") if args.tasks else None
-    if args.predict is not None:
-        if not only or len(only) != 1:
-            print(f"{PROG}: error: --predict needs one task: --tasks NAME", file=sys.stderr)
-            sys.exit(2)
-        try:
-            lines = predict_file(args.run_dir.expanduser(), args.predict, only[0], args.data_dir)
-        except (MtlrunError, OSError) as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            sys.exit(2)
-        print("\n".join(lines))
-        return
+    run_dir = args.run_dir.expanduser()
     try:
-        rows = evaluate_run(args.run_dir.expanduser(), args.split, only, args.data_dir)
+        if args.predict is not None:
+            if not only or len(only) != 1:
+                raise MtlrunError("--predict needs one task: --tasks NAME")
+            print("\n".join(predict_file(run_dir, args.predict, only[0], args.data_dir)))
+            return
+        rows = evaluate_run(run_dir, args.split, only, args.data_dir)
     except (MtlrunError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         sys.exit(2)

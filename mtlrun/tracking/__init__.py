@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlrun.errors import Preempted
-from mtlrun.tracking.base import Tracker
+from mtlrun.tracking.base import Tracker, first_line
 from mtlrun.tracking.mlflow import MLflowTracker
 from mtlrun.tracking.scalars import params, scalars, tag
 from mtlrun.tracking.tensorboard import TensorBoardTracker
@@ -38,9 +38,6 @@ class Trackers:
 
     def __init__(self, trackers: list[Tracker]) -> None:
         self.live = list(trackers)
-
-    def __bool__(self) -> bool:
-        return bool(self.live)
 
     def start(self, resume_step: int | None) -> None:
         for t in self.live:
@@ -71,7 +68,7 @@ class Trackers:
                 self.live.remove(t)
                 log.warning("logger=%s failed to %s (%s: %s); the run goes on without it "
                             "(metrics.jsonl has every number)", t.name, what,
-                            type(e).__name__, str(e).strip().splitlines()[:1])  # fmt: skip
+                            type(e).__name__, first_line(e))  # fmt: skip
 
 
 def run_name(run_dir: Path) -> str:

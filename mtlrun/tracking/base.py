@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message in one line (libraries' messages run to paragraphs)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 class Tracker:
     name: ClassVar[str]  # the logger group's option and the key under `logger:`
     Config: ClassVar[type]  # its settings, a dataclass (conf/logger/<name>.yaml fills it)

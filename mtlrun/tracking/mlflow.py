@@ -17,7 +17,7 @@ from typing import Any
 
 from mtlrun.atomic import write_text_atomic
 from mtlrun.errors import ConfigError
-from mtlrun.tracking.base import Tracker
+from mtlrun.tracking.base import Tracker, first_line
 
 RUN_FILE = "mlflow.json"
 BATCH = {"params": 100, "metrics": 1000}  # MLflow's limits per log_batch request
@@ -72,10 +72,8 @@ class MLflowTracker(Tracker):
                     self.client.update_run(self.run_id, status="RUNNING")
                     return
                 self.run_id = self._create_run()
-        except ConfigError:
-            raise
         except Exception as e:  # a bad URI, an unreadable store: before training, one line
-            raise ConfigError(f"logger=mlflow: {self.uri}: {_first_line(e)}") from None
+            raise ConfigError(f"logger=mlflow: {self.uri}: {first_line(e)}") from None
         write_text_atomic(saved, json.dumps({"tracking_uri": self.uri, "run_id": self.run_id}))
 
     def where(self) -> str:
@@ -105,7 +103,3 @@ class MLflowTracker(Tracker):
     def close(self, status: str) -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
