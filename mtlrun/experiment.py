@@ -199,7 +199,8 @@ def check_kinds(c: Any, encoded: list[EncodedTask]) -> None:
                     "which task it writes for (no target-language token); fine for outputs in "
                     "one language, else use model.decoder.sharing=per_task",
                     ", ".join(sharing))  # fmt: skip
-    if c.trainer.select_by == "primary" and not any(t.task.primary for t in encoded):
+    if (c.trainer.select_by == "primary" and len(encoded) > 1
+            and not any(t.task.primary for t in encoded)):  # fmt: skip
         raise ConfigError("trainer.select_by=primary: none of these tasks is marked primary; "
                           "use trainer.select_by=mean")  # fmt: skip
     named = getattr(getattr(c.model, "decoder", None), "task_dropout", None) or {}

@@ -53,3 +53,22 @@ def test_training_losses_are_averaged_per_interval_and_survive_a_checkpoint(tmp_
     resumed._restore(snapshot)
     resumed._add_train_loss(0, torch.tensor(3.0))
     assert resumed._train_losses() == [2.0, None, 0.5]
+
+
+def test_select_by_primary_on_one_task_selects_that_task(tmp_path):
+    """A table's single-task baseline inherits select_by=primary from its preset: with one
+    task, that task is the primary one. With two and none marked, the run is refused."""
+    import json
+
+    from mtlrun.errors import ConfigError
+
+    one = ["tasks.train_sizes=[300]", "tasks.label_noise=[0.0]", "trainer.select_by=primary"]
+    (tmp_path / "one").mkdir()
+    results = tiny_trainer(tmp_path / "one", f"cache_dir={tmp_path}", *one).fit()
+    [task] = results["tasks"]
+    records = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").open()]
+    devs = [(r["score"], -r["step"]) for r in records if r.get("split") == "dev"
+            and r.get("task") == task]  # fmt: skip
+    assert len(devs) == 3 and results["best_step"] == -max(devs)[1]  # first of the best
+    with pytest.raises(ConfigError, match="none of these tasks is marked primary"):
+        trainer_for(tmp_path / "two", "trainer.select_by=primary")

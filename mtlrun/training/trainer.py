@@ -493,8 +493,9 @@ class Trainer:
             self.rt.check_same([self._parameter_sum(), *probs, *weights, *lr_scales],
                                "the model's parameters or the scheduler's decisions")  # fmt: skip
         aggregate = _mean_defined([e.score for e in evals])
+        # select_by=primary on a one-task run (a table's single-task baseline) is that task
         chosen = [k for k, t in enumerate(self.tasks)
-                  if self.cfg.select_by == "mean" or t.task.primary]  # fmt: skip
+                  if self.cfg.select_by == "mean" or t.task.primary or len(self.tasks) == 1]  # fmt: skip
         selection = selection_score([evals[k].score for k in chosen],
                                     [self.tasks[k].task.metric for k in chosen])  # fmt: skip
         improved = selection > self.state.best_score or self.state.best_step == 0
