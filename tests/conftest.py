@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,6 +87,26 @@ TINY = [
     "trainer.max_steps=60", "trainer.eval_every=20", "trainer.progress=false",
     "trainer.plots=false", "hardware.num_threads=1",
 ]  # fmt: skip
+
+
+def scores_of(run: Path) -> dict:
+    """results.json without its wall-clock timings (which differ between identical runs)."""
+    results = json.loads((run / "results.json").read_text())
+    assert results.pop("timing")["train_seconds"] > 0
+    for task in results["tasks"].values():  # time to accuracy: keep the steps, not the seconds
+        for hit in (task.get("time_to_accuracy") or {}).values():
+            if hit:
+                hit.pop("seconds", None)
+    return results
+
+
+def metric_lines(run: Path) -> list[dict]:
+    """A run's metrics.jsonl without the wall-clock timings, which differ between identical runs."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for x in lines:
+        for key in ("train_seconds", "signal_seconds", "policy_seconds"):
+            x.pop(key, None)
+    return lines
 
 
 def compose_run(*overrides: str):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import TINY, kill_when, mtlrun
+from conftest import TINY, kill_when, metric_lines, mtlrun, scores_of
 
 pytestmark = pytest.mark.slow
 
@@ -47,17 +47,6 @@ def test_run_writes_every_output(tiny):
     assert not (run / "plots").exists()  # trainer.plots=false (TINY)
 
 
-def scores_of(run) -> dict:
-    """results.json without its wall-clock timings (which differ between identical runs)."""
-    results = json.loads((run / "results.json").read_text())
-    assert results.pop("timing")["train_seconds"] > 0
-    for task in results["tasks"].values():  # time to accuracy: keep the steps, not the seconds
-        for hit in (task.get("time_to_accuracy") or {}).values():
-            if hit:
-                hit.pop("seconds", None)
-    return results
-
-
 def test_same_config_and_seed_give_identical_results(tiny, tmp_path):
     first, _, cache_dir = tiny  # the same config: its encoding cache is warm now
     mtlrun([*TINY, cache_dir, f"hydra.run.dir={tmp_path / 'b'}"], cwd=tmp_path)
@@ -92,7 +81,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path, cache_dir)
            cwd=tmp_path)  # fmt: skip
     assert scores_of(killed) == scores_of(full)
     assert (killed / "schedule.csv").read_text() == (full / "schedule.csv").read_text()
-    assert (killed / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+    assert metric_lines(killed) == metric_lines(full)
 
 
 def test_resume_refuses_a_changed_configuration(tiny, tmp_path):

@@ -283,7 +283,8 @@ def test_real_run_has_plots_and_time_to_accuracy(tmp_path: Path):
             continue
         for f, hit in hits.items():  # the first evaluation at or above the fraction
             reached = [s for s in sorted(scores) if scores[s] >= int(f) / 100 * scores[best]]
-            assert hit == {"step": reached[0], "seconds": None}  # uniform logs no timing
+            seconds = next(x["train_seconds"] for x in dev if x["step"] == reached[0])
+            assert hit == {"step": reached[0], "seconds": seconds} and seconds > 0
     assert {p.name for p in (run / "plots").iterdir()} == {
         f"{n}.{f}" for n in ("dev_curves", "task_probabilities", "schedule") for f in ("png", "pdf")
     }

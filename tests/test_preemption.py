@@ -5,7 +5,6 @@ data-parallel run (2 processes, dropout on, so each rank's RNG must come back as
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, mtlrun
+from conftest import TINY, metric_lines, mtlrun, scores_of
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +34,7 @@ def started_then_signalled(args: list[str], cwd: Path, run: Path, signum: int):
 
 def comparable(run: Path) -> tuple[dict, list[dict], str]:
     """Results, dev metric lines and schedule, without wall-clock timings."""
-    results = json.loads((run / "results.json").read_text())
-    results.pop("timing")
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    for x in lines:
-        for key in ("train_seconds", "signal_seconds", "policy_seconds"):
-            x.pop(key, None)
-    return results, lines, (run / "schedule.csv").read_text()
+    return scores_of(run), metric_lines(run), (run / "schedule.csv").read_text()
 
 
 def torchrun(args: list[str], cwd: Path) -> None:

@@ -5,8 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import TAGGING, TINY, kill_when, mtlrun
-from test_cli import scores_of
+from conftest import TAGGING, TINY, kill_when, mtlrun, scores_of
 
 pytestmark = pytest.mark.slow  # every test here runs the mtlrun command end to end
 

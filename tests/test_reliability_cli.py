@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TAGGING, TINY, kill_when, mtlrun
+from conftest import TAGGING, TINY, kill_when, metric_lines, mtlrun, scores_of
 
 pytestmark = pytest.mark.slow
 
@@ -73,10 +73,10 @@ def test_resume_into_its_own_directory_continues_the_saved_run(tmp_path, cache_d
 
     mtlrun([f"hydra.run.dir={killed}", f"trainer.resume={killed}"], cwd=tmp_path)
     assert {p.name: p.read_bytes() for p in (killed / ".hydra").iterdir()} == hydra_files
-    done, ref = (json.loads((d / "results.json").read_text()) for d in (killed, full))
+    done, ref = scores_of(killed), scores_of(full)
     assert done["seed"] == 3
     assert done["tasks"] == ref["tasks"] and done["aggregate"] == ref["aggregate"]
-    assert (killed / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+    assert metric_lines(killed) == metric_lines(full)
 
 
 def test_a_changed_or_missing_saved_config_is_refused(finished, tmp_path):

@@ -12,7 +12,7 @@ every threshold of a defined task is reached by `best_step`.
 
 `seconds` is the training loop's wall time (`train_seconds`, evaluations before it included)
 when that evaluation began, as its metrics.jsonl line records it; null when the line has no
-timing fields (the trainer logs them only for schedulers that measure dev-set signals).
+timing fields (runs made before mtlrun logged them at every evaluation).
 """
 
 from __future__ import annotations

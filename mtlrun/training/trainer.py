@@ -487,15 +487,15 @@ class Trainer:
         weights = self.scheduler.loss_weights(step)
         lr_scales = self.scheduler.lr_scales(step)
         state = self.scheduler.log_state()
-        timing = self._timing() if self.state.signal_seconds else {}
+        timing = self._timing()  # wall time: time to accuracy in seconds, for every scheduler
         schedule = self._schedule_fields()
         if self.rt.distributed:
             self.rt.check_same([self._parameter_sum(), *probs, *weights, *lr_scales],
                                "the model's parameters or the scheduler's decisions")  # fmt: skip
         aggregate = _mean_defined([e.score for e in evals])
         # select_by=primary on a one-task run (a table's single-task baseline) is that task
-        chosen = [k for k, t in enumerate(self.tasks)
-                  if self.cfg.select_by == "mean" or t.task.primary or len(self.tasks) == 1]  # fmt: skip
+        by_all = self.cfg.select_by == "mean" or len(self.tasks) == 1
+        chosen = [k for k, t in enumerate(self.tasks) if by_all or t.task.primary]
         selection = selection_score([evals[k].score for k in chosen],
                                     [self.tasks[k].task.metric for k in chosen])  # fmt: skip
         improved = selection > self.state.best_score or self.state.best_step == 0
