@@ -120,8 +120,20 @@ def test_prioritize_without_difficulty_says_how_to_give_baselines():
 
 
 def test_prioritize_baselines_missing_a_task():
-    with pytest.raises(ConfigError, match="no score for t2"):
+    with pytest.raises(ConfigError, match=r"no score for t2$"):
         make("prioritize_hard", baselines={"t0": 0.9, "t1": 0.8})
+    # a misspelt task is named as such (not only as the task it left without a score)
+    with pytest.raises(ConfigError, match=r"no score for t2 \(it has scores for T2, not tasks"):
+        make("prioritize_hard", baselines={"t0": 0.9, "t1": 0.8, "T2": 0.7})
+
+
+def test_prioritize_baselines_for_more_tasks_are_used_for_these(caplog):
+    """A baselines file from a wider sweep covers more tasks than the run: the extra are
+    ignored, and the log says which."""
+    with caplog.at_level("INFO", logger="mtlrun"):
+        s = make("prioritize_hard", baselines={"t0": 0.9, "t1": 0.2, "t2": 0.8, "pos": 0.5})
+    assert s.target == 1
+    assert "scheduler.baselines: the scores of pos ignored (not tasks of this run)" in caplog.text
 
 
 def test_prioritize_sampler_draws_follow_the_distribution():

@@ -9,6 +9,7 @@ writes one from single-task runs.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from omegaconf import OmegaConf
 
 from mtlrun.errors import ConfigError
 from mtlrun.schedulers.base import TaskInfo
+
+log = logging.getLogger("mtlrun")
 
 HOW_TO_BASELINES = (
     "pass scheduler.baselines=<file> (JSON/YAML task -> dev score as a fraction) or a mapping, "
@@ -71,8 +74,15 @@ def load_baselines(value: Any, task_names: list[str]) -> list[float]:
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"scheduler.baselines: expected a task -> score mapping in {value}")
     missing = [n for n in task_names if n not in mapping]
+    extra = [str(n) for n in mapping if n not in task_names]
     if missing:
-        raise ConfigError(f"scheduler.baselines has no score for {', '.join(missing)}")
+        also = f" (it has scores for {', '.join(extra)}, not tasks of this run)" if extra else ""
+        raise ConfigError(f"scheduler.baselines has no score for {', '.join(missing)}{also}")
+    if extra:  # a file made from a wider sweep of single-task runs covers more tasks: fine
+        log.info(
+            "scheduler.baselines: the scores of %s ignored (not tasks of this run)",
+            ", ".join(extra),
+        )
     scores = [float(mapping[n]) for n in task_names]
     bad = [n for n, b in zip(task_names, scores, strict=True) if not b > 0]
     if bad:
