@@ -80,14 +80,33 @@ def test_a_run_mirrors_metrics_jsonl_into_tensorboard_and_mlflow(tmp_path):
 
 
 def _tensorboard(tmp_path):
-    return TensorBoardTracker(TensorBoardTracker.Config(), tmp_path, "seed=1", {"seed": 1})
+    return TensorBoardTracker(TensorBoardTracker.Config(), tmp_path, ["seed=1"], {"seed": 1})
+
+
+def test_the_hparams_row_holds_what_the_command_line_chose(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    overrides = ["model=transformer", "+scheduler.baselines={a: 0.9, b: 0.8}", "seed=3"]
+    params = {"model.name": "transformer", "model.hidden_size": 64, "seed": 3,
+              "scheduler.name": "qls", "scheduler.baselines": "{'a': 0.9, 'b': 0.8}",
+              "tasks.name": "synthetic", "trainer.max_steps": 60}  # fmt: skip
+    tb = TensorBoardTracker(TensorBoardTracker.Config(), tmp_path, overrides, params)
+    tb.start(None)
+    tb.close("FINISHED")
+    content = _scalars_of(tmp_path).PluginTagToContent("hparams")
+    info = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    chosen = dict(info.session_start_info.hparams)
+    assert sorted(chosen) == ["model.name", "scheduler.baselines", "scheduler.name", "seed",
+                              "tasks.name"]  # fmt: skip
+    assert chosen["scheduler.baselines"].string_value == "{'a': 0.9, 'b': 0.8}"
+    assert tb.run_name == " ".join(overrides)
 
 
 def test_a_resume_continues_both_trackers(tmp_path):
     """A run logged steps 10, 20, 30, was stopped with its checkpoint at 20, and resumes: the
     stale step 30 is gone from TensorBoard, and MLflow continues the same run."""
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    mlflow = MLflowTracker(MLflowTracker.Config(tracking_uri=store), tmp_path, "seed=1", {})
+    mlflow = MLflowTracker(MLflowTracker.Config(tracking_uri=store), tmp_path, ["seed=1"], {})
     first = Trackers([_tensorboard(tmp_path), mlflow])
     first.start(None)
     for step in (10, 20, 30):
@@ -95,7 +114,7 @@ def test_a_resume_continues_both_trackers(tmp_path):
     first.close("KILLED")
     run_id = mlflow.run_id
     assert MlflowClient(store).get_run(run_id).info.status == "KILLED"
-    resumed_ml = MLflowTracker(MLflowTracker.Config(tracking_uri=store), tmp_path, "seed=1", {})
+    resumed_ml = MLflowTracker(MLflowTracker.Config(tracking_uri=store), tmp_path, ["seed=1"], {})
     second = Trackers([_tensorboard(tmp_path), resumed_ml])
     second.start(20)
     second.records([_record("a", 33.0, 1.0) | {"step": 30}])
@@ -124,7 +143,7 @@ class _Failing(Tracker):
 
 def test_a_tracker_failing_mid_run_is_dropped_with_a_warning(tmp_path, caplog):
     tb = _tensorboard(tmp_path)
-    trackers = Trackers([_Failing(None, tmp_path, "x", {}), tb])
+    trackers = Trackers([_Failing(None, tmp_path, ["x"], {}), tb])
     trackers.start(None)
     trackers.records([_record("a", 1.0, 1.0)])
     trackers.records([_record("a", 2.0, 1.0) | {"step": 50}])  # the failed one is gone

@@ -71,13 +71,12 @@ class Trackers:
                             type(e).__name__, first_line(e))  # fmt: skip
 
 
-def run_name(run_dir: Path) -> str:
-    """The overrides the run was started with (`scheduler=qls seed=2`), else its directory."""
+def run_overrides(run_dir: Path) -> list[str]:
+    """The overrides the run was started with (`["scheduler=qls", "seed=2"]`)."""
     try:
-        overrides = json.loads((run_dir / "run.json").read_text())["overrides"]
-    except (OSError, ValueError, KeyError):
-        overrides = []
-    return " ".join(overrides) or run_dir.name
+        return list(json.loads((run_dir / "run.json").read_text())["overrides"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 @contextlib.contextmanager
@@ -88,8 +87,8 @@ def open_trackers(c: Any, run_dir: Path, main: bool = True) -> Iterator[Trackers
     if not chosen:
         yield Trackers([])
         return
-    name, values = run_name(run_dir), params(c)
-    trackers = Trackers([TRACKERS[n](cfg, run_dir, name, values) for n, cfg in chosen])
+    overrides, values = run_overrides(run_dir), params(c)
+    trackers = Trackers([TRACKERS[n](cfg, run_dir, overrides, values) for n, cfg in chosen])
     status = "FAILED"
     try:
         yield trackers

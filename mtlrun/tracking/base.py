@@ -16,9 +16,14 @@ class Tracker:
     name: ClassVar[str]  # the logger group's option and the key under `logger:`
     Config: ClassVar[type]  # its settings, a dataclass (conf/logger/<name>.yaml fills it)
 
-    def __init__(self, cfg: Any, run_dir: Path, run_name: str, params: dict[str, Any]) -> None:
+    def __init__(self, cfg: Any, run_dir: Path, overrides: list[str], params: dict[str, Any]):
         """Check that the tracker can work (its package is installed, ...); raise MtlrunError."""
-        self.cfg, self.run_dir, self.run_name, self.params = cfg, run_dir, run_name, params
+        self.cfg, self.run_dir, self.overrides, self.params = cfg, run_dir, overrides, params
+
+    @property
+    def run_name(self) -> str:
+        """The run's overrides (`scheduler=qls seed=2`), else its directory's name."""
+        return " ".join(self.overrides) or self.run_dir.name
 
     def start(self, resume_step: int | None) -> None:
         """Begin a new run (None), or continue one whose records after `resume_step` are void."""

@@ -50,8 +50,8 @@ class MLflowTracker(Tracker):
         tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db
         experiment: str = "mtlrun"  # the MLflow experiment the run is filed under
 
-    def __init__(self, cfg: Any, run_dir, run_name: str, params: dict[str, Any]) -> None:
-        super().__init__(cfg, run_dir, run_name, params)
+    def __init__(self, cfg: Any, run_dir, overrides: list[str], params: dict[str, Any]) -> None:
+        super().__init__(cfg, run_dir, overrides, params)
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:

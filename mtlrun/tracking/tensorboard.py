@@ -22,8 +22,8 @@ class TensorBoardTracker(Tracker):
     class Config:  # nothing to set: the files always go to <run dir>/tensorboard
         pass
 
-    def __init__(self, cfg: Any, run_dir, run_name: str, params: dict[str, Any]) -> None:
-        super().__init__(cfg, run_dir, run_name, params)
+    def __init__(self, cfg: Any, run_dir, overrides: list[str], params: dict[str, Any]) -> None:
+        super().__init__(cfg, run_dir, overrides, params)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -46,8 +46,8 @@ class TensorBoardTracker(Tracker):
         """The HParams tab's row for this run: the settings its command line chose."""
         from torch.utils.tensorboard.summary import hparams
 
-        chosen = [k for k in self.run_name.split() if "=" in k]
-        keys = {*ALWAYS, *(k.split("=")[0].lstrip("+") for k in chosen)}
+        chosen = [o.split("=", 1)[0].lstrip("+~") for o in self.overrides if "=" in o]
+        keys = {*ALWAYS, *chosen}
         keys = {k if k in self.params else f"{k}.name" for k in keys}
         values = {k: self.params[k] for k in sorted(keys) if k in self.params}
         for summary in hparams(values, dict.fromkeys(SCORES, 0.0)):
