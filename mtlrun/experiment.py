@@ -383,8 +383,8 @@ def _run(c: Any, run_dir: Path, resume: bool, runtime: Runtime | None = None) ->
         results["timing"].update(learning)
         results.update(scheduler=c.scheduler.name, seed=c.seed, tasks_suite=c.tasks.name)
         write_results(run_dir, results)
+        if c.trainer.plots:  # before the trackers close: MLflow keeps them as artifacts
+            plot_run_quietly(run_dir)  # never fails the run: a warning at worst
         trackers.results(results, c.trainer.max_steps)
-    if c.trainer.plots:
-        plot_run_quietly(run_dir)  # never fails the run: a warning at worst
     print_results(results, run_dir)
     return results

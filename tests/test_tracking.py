@@ -6,6 +6,7 @@ dropped and the run goes on."""
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import TINY, mtlrun
@@ -50,6 +51,7 @@ def _scalars_of(run_dir):
 def test_a_run_mirrors_metrics_jsonl_into_tensorboard_and_mlflow(tmp_path):
     run, store = tmp_path / "run", f"sqlite:///{tmp_path / 'store.db'}"
     mtlrun([*TINY, "scheduler=dwa", "logger=all", f"logger.mlflow.tracking_uri={store}",
+            "trainer.plots=true",
             f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=tmp_path)  # fmt: skip
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     dev = [r for r in records if r["split"] == "dev"]
@@ -77,6 +79,17 @@ def test_a_run_mirrors_metrics_jsonl_into_tensorboard_and_mlflow(tmp_path):
     assert info.info.status == "FINISHED" and info.data.params["scheduler.name"] == "dwa"
     assert info.data.tags["mtlrun.run_dir"] == str(run.resolve())
     assert info.info.run_name.startswith("tasks.train_sizes=[300,60]")  # the overrides
+    # the finished run's result files and plots are its artifacts, byte for byte
+    uploaded = {a.path for a in client.list_artifacts(run_id)}
+    assert uploaded == {"results.json", "results.md", "results.csv", "config.yaml", "plots"}
+    plots = sorted(p.name for p in (run / "plots").iterdir())
+    assert (
+        len(plots) >= 4
+        and sorted(a.path.removeprefix("plots/") for a in client.list_artifacts(run_id, "plots"))
+        == plots
+    )
+    copy = client.download_artifacts(run_id, "results.json", str(tmp_path))
+    assert Path(copy).read_bytes() == (run / "results.json").read_bytes()
 
 
 def _tensorboard(tmp_path):

@@ -1,7 +1,8 @@
 """logger=mlflow: one MLflow run per mtlrun run, in a local store (no server, no account). The
 run's settings are its parameters, every number of metrics.jsonl a metric, and its tag
 `mtlrun.run_dir` points at the run directory. A resumed run continues the same MLflow run
-(the id is kept in <run dir>/mlflow.json)."""
+(the id is kept in <run dir>/mlflow.json). A finished run's result files and plots are its
+artifacts."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from mtlrun.tracking.base import Tracker, first_line
 
 RUN_FILE = "mlflow.json"
 BATCH = {"params": 100, "metrics": 1000}  # MLflow's limits per log_batch request
+# what a finished run uploads; not the checkpoints (megabytes each: the run dir has them)
+ARTIFACTS = ("results.json", "results.md", "results.csv", "config.yaml", "plots")
 
 
 def default_uri() -> str:
@@ -101,5 +104,18 @@ class MLflowTracker(Tracker):
             self.client.log_batch(self.run_id, metrics=metrics[i : i + BATCH["metrics"]])
 
     def close(self, status: str) -> None:
-        if self.run_id is not None:
+        if self.run_id is None:
+            return
+        try:
+            if status == "FINISHED":
+                self._log_artifacts()
+        finally:  # the status is set even if an upload fails (that is a warning)
             self.client.set_terminated(self.run_id, status)
+
+    def _log_artifacts(self) -> None:
+        for name in ARTIFACTS:
+            path = self.run_dir / name
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), name)
+            elif path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
