@@ -2,15 +2,13 @@
 write says why (disk full, file too large, read-only or forbidden directory) in one line."""
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from mtlrun.errors import MtlrunError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _TEMP_SUFFIX = ".tmp"  # temp files are `.<name>.<random>.tmp`, next to their target
 
 
@@ -39,13 +37,13 @@ def write_atomic(path: str | Path, write: Callable[[IO], None], mode: str = "w")
     On failure the temp file is removed and `path` is untouched; an OSError becomes a one-line
     MtlrunError with the real cause, a KeyboardInterrupt propagates as it is."""
     path = Path(path)
-    tmp = None
+    # named before it exists, so that an interrupt inside the open (which mkstemp's returned
+    # name would miss) still finds and removes it; 0o666 less the umask, like any file
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}{_TEMP_SUFFIX}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
-        f = os.fdopen(fd, mode)
+        f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), mode)
         try:
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results read like any file
             writer = _Writer(f)
             try:
                 write(writer)
@@ -80,9 +78,8 @@ def _close_quietly(f: IO) -> None:
             pass
 
 
-def _unlink(tmp: str | None) -> None:
-    if tmp is not None:
-        Path(tmp).unlink(missing_ok=True)
+def _unlink(tmp: Path) -> None:
+    tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -478,3 +478,19 @@ def test_stale_temps_of_a_killed_writer_are_removed(tmp_path):
         [".dir.tmp", "results.json", *(p.name for p in keep)]
     )
     assert remove_stale_temps(tmp_path / "absent") == []
+
+
+def test_atomic_files_get_the_mode_of_any_new_file(tmp_path):
+    """Not the temp file's private 0600: a results file reads like one `open` would make."""
+    import os
+
+    from mtlrun.atomic import write_text_atomic
+
+    mask = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "results.md", "x")
+        (tmp_path / "plain.md").write_text("x")
+    finally:
+        os.umask(mask)
+    modes = [(tmp_path / n).stat().st_mode & 0o777 for n in ("results.md", "plain.md")]
+    assert modes == [0o640, 0o640] and temps(tmp_path) == []
