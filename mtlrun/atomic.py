@@ -61,10 +61,10 @@ def write_atomic(path: str | Path, write: Callable[[IO], None], mode: str = "w")
         f.close()
         os.replace(tmp, path)
     except OSError as e:
-        _unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise MtlrunError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
-        _unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -76,10 +76,6 @@ def _close_quietly(f: IO) -> None:
             os.close(f.fileno())
         except (OSError, ValueError):
             pass
-
-
-def _unlink(tmp: Path) -> None:
-    tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
