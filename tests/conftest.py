@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,9 +32,9 @@ def run_slow(config: pytest.Config) -> bool:
 
 # The longest files of the full suite first (pytest --durations=0, slow tests included): two
 # xdist workers take whole files (--dist loadfile), and a long file started last runs alone.
-HEAVY_FIRST = ["test_reliability_cli.py", "test_learned_behaviour.py", "test_cli.py",
-               "test_experiments.py", "test_preemption.py", "test_bert.py", "test_slurm.py",
-               "test_qls_cli.py", "test_ddp.py", "test_seq2seq.py"]  # fmt: skip
+HEAVY_FIRST = ["test_learned_behaviour.py", "test_experiments.py", "test_preemption.py",
+               "test_reliability_cli.py", "test_cli.py", "test_ddp.py", "test_bert.py",
+               "test_seq2seq.py", "test_threads.py", "test_qls_cli.py"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -128,14 +131,69 @@ def tiny_trainer(run_dir: Path, *overrides: str, base: list[str] = TINY):
     return build_trainer(compose_run(*base, *overrides), run_dir)
 
 
-def mtlrun(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the installed `mtlrun` command, as a user would."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    exe = Path(sys.executable).with_name("mtlrun")
-    proc = subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True)
+def mtlrun(args: list[str], cwd: Path, check: bool = True, process: bool = False):
+    """Run the `mtlrun` command as a user would: its real entry point with this argv, in cwd,
+    stdout and stderr captured, and its exit status. In this process by default (a new python
+    spends about 3 s importing torch before it does anything); `process=True` runs the installed
+    executable, for the tests about what a shell sees."""
+    if process:
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+        exe = Path(sys.executable).with_name("mtlrun")
+        proc = subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    else:
+        from mtlrun.cli import main
+
+        proc = _in_process(main, "mtlrun", args, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"mtlrun {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _in_process(main, name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`name *args` as `main()` in this process; what a run changes for the process (working
+    directory, argv, logging, signal handlers, torch threads, Hydra's singletons) is put back."""
+    import signal
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM,
+                                                      signal.SIGUSR1, signal.SIGUSR2)}  # fmt: skip
+    root = logging.getLogger()
+    saved_logging = (list(root.handlers), root.level, logging.getLogger("mtlrun").level)
+    saved = (os.getcwd(), sys.argv, os.environ.get("HYDRA_FULL_ERROR"), torch.get_num_threads())
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    GlobalHydra.instance().clear()
+    os.chdir(cwd)
+    sys.argv = [name, *args]
+    os.environ["HYDRA_FULL_ERROR"] = "0"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:  # what the interpreter would make of it
+        if isinstance(e.code, str):
+            err.write(e.code + "\n")
+        status = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(saved[0])
+        sys.argv = saved[1]
+        if saved[2] is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved[2]
+        torch.set_num_threads(saved[3])
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+        for h in root.handlers:
+            if h not in saved_logging[0]:
+                h.close()  # the run's mtlrun.log
+        root.handlers[:] = saved_logging[0]
+        root.setLevel(saved_logging[1])
+        logging.getLogger("mtlrun").setLevel(saved_logging[2])
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+    return subprocess.CompletedProcess([name, *args], status, out.getvalue(), err.getvalue())
 
 
 def kill_when(args: list[str], cwd: Path, run_dir: Path, marker: Path) -> None:

@@ -115,6 +115,22 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, cache_dir, args, m
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [(["trainer.max_steps=-5"], "trainer.max_steps must be > 0"),  # the config check
+     (["trainer.max_step=5"], "trainer.max_step=5: "),  # the overrides check, before Hydra
+     (["trainer.resume=/no/such/run"], "not an mtlrun run directory")],  # inside the run
+)  # fmt: skip
+def test_a_shell_sees_the_same_one_line(tmp_path, args, message):
+    """The tests above call mtlrun's entry point in-process; the installed executable, in its
+    own process, prints the same one line and exits 2."""
+    proc = mtlrun([*TINY, *args, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, check=False,
+                  process=True)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("mtlrun: error: ") and proc.stderr.count("\n") == 1
+    assert message in proc.stderr
+
+
 def test_malformed_data_line_is_reported_with_file_and_line(tmp_path, cache_dir):
     data = tmp_path / "data" / "fdu_mtl_16domain"
     data.mkdir(parents=True)
