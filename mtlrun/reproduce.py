@@ -710,7 +710,7 @@ def compare(plan: Plan) -> list[Row]:
                     out.append(mean_row(block, mname, sched, printed, paper_pct, seed_values,
                                         plan.seeds, len(rows) - 1))  # fmt: skip
                     continue
-                values, problems, collapsed = [], [], 0
+                values, problems, collapsed, uniform_like = [], [], 0, 0
                 for s in plan.seeds:
                     c = plan.where[mname, row, s]
                     run = runs[c.name]
@@ -718,6 +718,7 @@ def compare(plan: Plan) -> list[Row]:
                         problems.append(c.problem or run.problem or "no results")
                         continue
                     collapsed += run.collapse is not None
+                    uniform_like += run.uniform_like
                     v = score(run.results, task, block.split, block.metric)
                     if v is not None:
                         values.append(100 * v)
@@ -727,8 +728,10 @@ def compare(plan: Plan) -> list[Row]:
                 mean = statistics.fmean(values) if values else None
                 sd = statistics.stdev(values) if len(values) > 1 else None
                 note = "; ".join(dict.fromkeys(problems))
-                if collapsed:
-                    note = "; ".join(x for x in [f"† collapsed in {collapsed} run(s)", note] if x)
+                marks = [f"† collapsed in {collapsed} run(s)" if collapsed else "",
+                         f"schedule like uniform sampling in {uniform_like} run(s)"
+                         if uniform_like else "", note]  # fmt: skip
+                note = "; ".join(x for x in marks if x)
                 out.append(
                     Row(block, mname, sched, row, mean, sd, len(values), paper_pct, printed, note)
                 )

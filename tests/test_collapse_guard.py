@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import TAGGING, TINY, metric_lines
 from hydra import compose, initialize_config_dir
+from scipy import stats
 
 from mtlrun.config import register_configs
 from mtlrun.errors import ConfigError
@@ -83,6 +84,31 @@ def test_message_is_one_line_with_the_numbers():
         "collapse: qls gave 97% of its 150 decisions to task books (threshold 53%, uniform "
         "would give 6%); its scores measure one task's training, not a schedule"
     )
+
+
+def test_a_schedule_uniform_sampling_could_give_is_recorded():
+    record = ss.check_uniform([26, 25, 24, 25], step=100)
+    assert record == {"decisions": 100, "p_value": round(stats.chisquare([26, 25, 24, 25]).pvalue,
+                      6), "share_min": 0.24, "share_max": 0.26, "uniform": 0.25}  # fmt: skip
+    assert ss.check_uniform([40, 20, 20, 20], step=100) is None  # p = 0.02: not uniform
+    assert ss.check_uniform([8, 8, 8, 7], step=31) is None  # too few decisions to tell
+    assert ss.check_uniform([100], step=100) is None  # one task: nothing to choose between
+
+
+def test_the_uniform_test_counts_decisions_not_steps():
+    """160:96 over 256 steps is far from uniform as 256 draws (p = 6e-5), but with 8 steps per
+    decision it is 20:12 over 32 decisions (p = 0.16), which uniform sampling gives."""
+    assert ss.check_uniform([160, 96], step=256) is None
+    record = ss.check_uniform([160, 96], step=256, decision_interval=8)
+    assert record["decisions"] == 32
+    assert record["p_value"] == pytest.approx(stats.chisquare([20, 12]).pvalue, abs=1e-6)
+
+
+def test_uniform_message_is_one_line_with_the_numbers():
+    record = ss.check_uniform([26, 25, 24, 25], step=100)
+    message = ss.uniform_message("qls", record)
+    assert "\n" not in message and message.startswith("uniform: qls's 100 decisions")
+    assert "p = 0.99" in message and "24.0%–26.0%, uniform 25.0%" in message
 
 
 def _binomial_tail(n: int, p: float, at_least: int) -> float:
@@ -161,6 +187,7 @@ def test_a_collapsed_learned_schedule_is_reported(tmp_path, caplog):
                 "uniform": round(1 / 3, 6), "first_step": 40}  # fmt: skip
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["collapse"] == expected and results["collapse"] == expected
+    assert on_disk["uniform_like"] is None  # a collapse is not also called uniform
     assert on_disk["schedule"] == {
         "unit": "batches", "counts": {"sent0": 60, "sent1": 0, "entities": 0},
         "share": {"sent0": 1.0, "sent1": 0.0, "entities": 0.0}, "entropy": 0.0, "entropy_norm": 0.0,
@@ -185,6 +212,14 @@ def test_a_balanced_learned_schedule_is_not_a_collapse(tmp_path, caplog):
     assert "†" not in (run_dir / "results.md").read_text()
     schedule = results["schedule"]
     counts = list(schedule["counts"].values())
+    # ... but one that uniform sampling could have given, and the run says so
+    assert stats.chisquare(counts).pvalue >= 0.05
+    assert results["uniform_like"] == ss.check_uniform(counts, 60) is not None
+    warning = ss.uniform_message("fixed_schedule", results["uniform_like"])
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("uniform:")] == [
+        warning
+    ]
+    assert (run_dir / "results.md").read_text().rstrip().endswith(warning)
     assert sum(counts) == 60 and max(counts) < 40  # a real spread, not one task
     assert schedule["share"] == {t: round(c / 60, 6) for t, c in schedule["counts"].items()}
     assert schedule["entropy_norm"] == pytest.approx(ss.entropy(counts) / math.log(3), abs=1e-6)
@@ -193,6 +228,16 @@ def test_a_balanced_learned_schedule_is_not_a_collapse(tmp_path, caplog):
     last = [r for r in _dev_lines(run_dir) if r["step"] == 60]
     assert {r["task"]: r["schedule"]["share"] for r in last} == schedule["share"]
     assert {r["schedule"]["entropy"] for r in last} == {schedule["entropy"]}
+
+
+@pytest.mark.slow
+def test_a_learned_preference_is_neither_collapse_nor_uniform(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        results = run_experiment(_fixed(tmp_path, [0.5, 0.25, 0.25]), tmp_path / "skewed")
+    counts = list(results["schedule"]["counts"].values())
+    assert max(counts) / 60 < 2 / 3 and stats.chisquare(counts).pvalue < 0.05
+    assert results["collapse"] is None and results["uniform_like"] is None
+    assert not [r for r in caplog.records if r.getMessage().startswith(("uniform:", "collapse:"))]
 
 
 @pytest.mark.slow

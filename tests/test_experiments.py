@@ -373,6 +373,24 @@ def test_finished_cells_are_never_rerun_and_the_table_compares_them(tmp_path, ca
     assert "Fang" in md and "Table 2" in md
 
 
+def test_a_learned_schedule_that_collapsed_or_looked_uniform_is_noted(tmp_path):
+    paper, _ = paper_of(FANG)
+    plan = make_plan(FANG, paper, tmp_path, [], n_seeds=2)
+    active = "Active sampling (ours, γ = 0.5)"
+    marks = {1: {"collapse": {"task": "sst2", "share": 0.9}}, 2: {"uniform_like": {"p_value": 0.5}}}
+    for method in ("Uniform sampling", "Union sampling", active):
+        for seed in (1, 2):
+            cell = plan.where[method, "sst2", seed]
+            results = {**fang_results(0.8, 0.7, 0.6), **(marks[seed] if method == active else {})}
+            fake_run(tmp_path / cell.name, cell.overrides, results)
+    notes = {(r.method, r.row): r.note for r in reproduce.compare(plan)}
+    assert (
+        notes[active, "rte"]
+        == "† collapsed in 1 run(s); schedule like uniform sampling in 1 run(s)"
+    )
+    assert notes["Uniform sampling", "rte"] == ""
+
+
 def test_fractions_are_compared_in_percent_and_missing_runs_are_listed(tmp_path, capsys):
     name = "sundararaman2021_table2_cpu"
     paper, _ = paper_of(name)

@@ -3,7 +3,8 @@ the rich table printed at the end. Scores are stored as fractions and shown as p
 
 When the collapse guard tripped (results["collapse"], see training/trainer.py), the task the
 schedule collapsed onto and the average row carry COLLAPSE_MARK in results.md and the rich table,
-with the guard's one-line message as a footnote."""
+with the guard's one-line message as a footnote; a learned schedule that cannot be told from
+uniform sampling (results["uniform_like"]) gets its footnote too."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from mtlrun import strict_json
 from mtlrun.atomic import write_text_atomic
-from mtlrun.training.schedule_stats import collapse_message
+from mtlrun.training.schedule_stats import collapse_message, uniform_message
 
 COLLAPSE_MARK = "†"
 DIVERGED_MARK = "‡"  # a task whose dev loss blew up (trainer's divergence guard: "blown_up")
@@ -32,10 +33,16 @@ def collapse_note(results: dict[str, Any]) -> str | None:
     return f"{COLLAPSE_MARK} {collapse_message(results.get('scheduler', 'the scheduler'), record)}"
 
 
+def uniform_note(results: dict[str, Any]) -> str | None:
+    """The footnote for a run whose learned schedule was indistinguishable from uniform."""
+    record = results.get("uniform_like")
+    return uniform_message(results.get("scheduler", "the scheduler"), record) if record else None
+
+
 def notes(results: dict[str, Any]) -> list[str]:
-    """Footnotes: a collapsed schedule, blown-up dev losses, which BLEU, skipped non-finite
-    updates."""
-    out = [n for n in [collapse_note(results), transfer_note(results)] if n]
+    """Footnotes: a collapsed or uniform-like learned schedule, blown-up dev losses, which
+    BLEU, skipped non-finite updates."""
+    out = [n for n in [collapse_note(results), uniform_note(results), transfer_note(results)] if n]
     for task, r in (results.get("blown_up") or {}).items():
         out.append(f"{DIVERGED_MARK} {task}: dev loss {r['loss']:.3g} at step {r['step']}, over "
                    "100 times the chance loss: the model diverged; these scores are not a "

@@ -45,6 +45,11 @@ class Run:
         record = (self.results or {}).get("collapse")
         return record if isinstance(record, dict) and "task" in record else None
 
+    @property
+    def uniform_like(self) -> bool:
+        """The run's learned schedule could not be told from uniform sampling."""
+        return bool((self.results or {}).get("uniform_like"))
+
 
 @dataclass
 class Cell:

@@ -11,6 +11,11 @@ decisions = steps // decision_interval, the schedule has *collapsed* when
 decisions >= MIN_DECISIONS and the most-trained task's share exceeds the threshold (strictly;
 a threshold of 1 never trips). The automatic threshold is halfway between the uniform share
 1/K and total collapse, (1 + 1/K) / 2.
+
+Uniform check (the same schedulers, at the end of a run that did not collapse): a learned
+schedule whose decisions a chi-square goodness-of-fit test cannot tell from uniform sampling
+(p >= UNIFORM_P over at least MIN_DECISIONS decisions) is reported too: its scores are those
+of a uniform schedule, whatever the scheduler learned.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mtlrun.schedulers import uncertainty
 # 32·(1 + 1/K)/2]: 6e-6 for K = 4, 7e-13 for K = 16; 1e-4 for K = 3, 2e-3 for K = 2), while
 # a policy that really sits on one task trips it as soon as 32 decisions are in.
 MIN_DECISIONS = 32
+UNIFORM_P = 0.05  # the usual level: below it, the schedule is not uniform sampling
 DIGITS = 6  # rounding of shares and entropies in the logs
 
 
@@ -111,4 +117,37 @@ def collapse_message(scheduler: str, record: dict[str, Any]) -> str:
         f"decisions to task {record['task']} (threshold {record['threshold']:.0%}, uniform "
         f"would give {record['uniform']:.0%}); its scores measure one task's training, not a "
         "schedule"
+    )
+
+
+def check_uniform(
+    counts: Sequence[int], step: int, decision_interval: int = 1,
+    min_decisions: int = MIN_DECISIONS,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The record of a schedule that cannot be told from uniform sampling, or None:
+    {"decisions", "p_value", "share_min", "share_max", "uniform"}. The test counts decisions
+    (counts / decision_interval: one decision trains its task for decision_interval steps),
+    since those are the independent draws."""
+    K, decisions = len(counts), step // max(1, int(decision_interval))
+    if K < 2 or decisions < min_decisions or not sum(counts):
+        return None
+    from scipy import stats  # here: importing scipy.stats costs every run half a second
+
+    p_value = float(
+        stats.chisquare(np.asarray(counts, float) / max(1, int(decision_interval))).pvalue
+    )
+    if p_value < UNIFORM_P:
+        return None
+    p = shares(counts)
+    return {"decisions": decisions, "p_value": _round(p_value), "share_min": _round(min(p)),
+            "share_max": _round(max(p)), "uniform": _round(1 / K)}  # fmt: skip
+
+
+def uniform_message(scheduler: str, record: dict[str, Any]) -> str:
+    """The one warning line (also a footnote of results.md) for a uniform-like schedule."""
+    return (
+        f"uniform: {scheduler}'s {record['decisions']} decisions cannot be told from uniform "
+        f"sampling (chi-square test, p = {record['p_value']:.2f}; task shares "
+        f"{record['share_min']:.1%}–{record['share_max']:.1%}, uniform {record['uniform']:.1%}); "
+        "its scores are those of a uniform schedule, not of a learned preference"
     )

@@ -467,6 +467,18 @@ class Trainer:
             self.state.collapse = record
             log.warning(schedule_stats.collapse_message(self.scheduler.name, record))
 
+    def _uniform_like(self) -> dict[str, Any] | None:
+        """At the end: the record (and a warning) of a learned schedule that did not collapse
+        but cannot be told from uniform sampling; None otherwise."""
+        if not self._guarded or self.state.collapse is not None:
+            return None
+        record = schedule_stats.check_uniform(
+            self._schedule_counts(), self.cfg.max_steps, self.scheduler.decision_interval
+        )
+        if record is not None:
+            log.warning(schedule_stats.uniform_message(self.scheduler.name, record))
+        return record
+
     def _schedule_fields(self) -> list[dict[str, Any]]:
         """Each task's `"schedule"` field of a metrics.jsonl dev line."""
         counts = self._schedule_counts()
@@ -589,6 +601,7 @@ class Trainer:
                 self.names, self._schedule_counts(), self._schedule_unit()
             ),
             "collapse": self.state.collapse,
+            "uniform_like": self._uniform_like(),
             "skipped_steps": len(self.state.skipped_steps),
             **({"fp16_overflows": self.precision.overflows} if self.precision.scaling else {}),
             **({"world_size": self.rt.world_size} if self.rt.distributed else {}),
