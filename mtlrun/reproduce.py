@@ -1,7 +1,8 @@
 """The `mtlrun-reproduce` command: run the sweep that one paper table needs, then print our
 numbers beside the paper's.
 
-    mtlrun-reproduce EXPERIMENT [--out DIR] [--seeds N] [--jobs N] [--dry-run] [OVERRIDE ...]
+    mtlrun-reproduce EXPERIMENT [--out DIR] [--seeds N] [--jobs N] [--method M ...] [--dry-run]
+                     [OVERRIDE ...]
 
 EXPERIMENT is a preset in conf/experiment/ (e.g. qls_table2_cpu); its `paper:` block holds the
 table's numbers and how each of its methods runs (docs/experiments.md). The sweep runs as
@@ -12,7 +13,9 @@ e.g. REINFORCE, then replayed), then every method x setting x seed.
 
 A cell whose directory already has results.json is reused, never trained again; one that holds
 an unfinished run is continued with `mtlrun trainer.resume=<dir>`; a directory that holds a run
-made with other overrides stops the command before anything runs. A failed run is listed and
+made with other overrides stops the command before anything runs. `--method M` (repeatable: a
+method's name in the table, or its scheduler) runs only those methods' cells and what they need
+(baselines, searches); the table still shows every finished cell. A failed run is listed and
 its cells shown as missing; it does not stop the others. The comparison (ours: mean ± sample
 std over seeds, in %; the paper's number; the gap) is printed and written atomically to
 <out>/reproduce.md and <out>/reproduce.csv.
@@ -357,7 +360,7 @@ class Cell:
     overrides: list[str]
     depends: list[Cell] = field(default_factory=list)  # searches this run replays
     needs_baselines: bool = False
-    state: str = "new"  # new | reuse | resume | done | failed | blocked
+    state: str = "new"  # new | reuse | resume | skipped (--method) | done | failed | blocked
     problem: str | None = None
 
     def key(self) -> tuple[str, ...]:
@@ -547,6 +550,32 @@ def inspect(plan: Plan) -> None:
             f"with other overrides: {'; '.join(stale[:3])}{more}; choose another --out, or "
             "remove those directories to run them again"
         )
+
+
+def select_methods(plan: Plan, chosen: list[str]) -> int:
+    """--method: cells that no chosen method needs are left out (state `skipped`) unless they
+    finished already; a method is chosen by its name in the table or by its scheduler. The
+    number left out."""
+    methods = plan.paper.methods
+    unknown = [x for x in chosen if x not in methods
+               and not any(m.scheduler == x for m in methods.values())]  # fmt: skip
+    if unknown:
+        choices = ", ".join(f"{n} ({m.scheduler})" if m.scheduler else n
+                            for n, m in methods.items())  # fmt: skip
+        raise ReproduceError(f"--method {unknown[0]} is not a method of {plan.experiment}; "
+                             f"choose one of: {choices}")  # fmt: skip
+    wanted: list[Cell] = []
+    for (mname, _, _), c in plan.where.items():
+        if mname in chosen or methods[mname].scheduler in chosen:
+            wanted += [c, *c.depends]
+    if any(c.needs_baselines for c in wanted):
+        wanted += [c for c in plan.cells if c.phase == "baseline"]
+    left_out = 0
+    for c in plan.cells:
+        if c.state in ("new", "resume") and all(c is not w for w in wanted):
+            c.state, c.problem = "skipped", "not run: not chosen by --method"
+            left_out += 1
+    return left_out
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -954,6 +983,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print the commands and what would be reused, run nothing",
     )
+    p.add_argument(
+        "--method",
+        action="append",
+        metavar="M",
+        help="run only this method's cells and what they need (its name in the table or its "
+        "scheduler; repeat for more); the table still shows every finished cell",
+    )
     return p.parse_intermixed_args(argv)
 
 
@@ -970,6 +1006,8 @@ def dry_run(plan: Plan, say) -> None:
             baselines_said = True
         if c.state == "reuse":
             say(f"# reuse {plan.out / c.name} (has results.json)")
+        elif c.state == "skipped":
+            say(f"# skip {plan.out / c.name} (not chosen by --method)")
         else:
             say(shlex.join(command(plan, c)))
 
@@ -983,6 +1021,7 @@ def reproduce(args: argparse.Namespace, console) -> int:
     out = args.out if args.out is not None else Path("runs") / args.experiment
     plan = make_plan(args.experiment, paper, out, overrides, args.seeds)
     inspect(plan)
+    left_out = select_methods(plan, args.method) if args.method else 0
 
     def say(line: str) -> None:
         print(line, flush=True)  # plain: whole commands, never wrapped or read as markup
@@ -991,7 +1030,9 @@ def reproduce(args: argparse.Namespace, console) -> int:
         dry_run(plan, say)
         return 0
     reused = sum(c.state == "reuse" for c in plan.cells)
-    say(f"{plan.experiment}: {len(plan.cells)} run(s) in {plan.out}, {reused} finished already")
+    skipped = f", {left_out} left out by --method" if left_out else ""
+    say(f"{plan.experiment}: {len(plan.cells)} run(s) in {plan.out}, {reused} finished "
+        f"already{skipped}")  # fmt: skip
     run_cells(plan, args.jobs, say)
     rows = compare(plan)
     write_text_atomic(plan.out / "reproduce.md", to_markdown(plan, rows))

@@ -325,6 +325,41 @@ def test_dry_run_reuses_finished_cells_resumes_unfinished_ones_and_runs_the_rest
     assert not (tmp_path / "logs").exists()  # a dry run starts nothing
 
 
+def test_method_runs_only_the_chosen_methods_and_what_they_need(tmp_path, capsys):
+    out = ["--dry-run", "--seeds", "1", "--out", str(tmp_path)]
+    status, text, _ = run_main([FANG, "--method", "Union sampling", *out], capsys)
+    commands = [ln for ln in text.splitlines() if ln.startswith("mtlrun ")]
+    assert status == 0 and len(commands) == 1 and "scheduler=union" in commands[0]
+    assert sum(ln.startswith("# skip ") for ln in text.splitlines()) == 2
+    # by scheduler; a method that needs baselines brings the single-task runs along
+    status, text, _ = run_main(["qls_table2_cpu", "--method", "jean_explicit", *out], capsys)
+    commands = [ln for ln in text.splitlines() if ln.startswith("mtlrun ")]
+    assert status == 0 and len(commands) == 16 + 1 and "scheduler=jean_explicit" in commands[-1]
+    assert all("scheduler=single" in c for c in commands[:16])
+    status, text, _ = run_main(["qls_table2_cpu", "--method", "uniform", *out], capsys)
+    assert [ln for ln in text.splitlines() if ln.startswith("mtlrun ")] == [
+        ln for ln in text.splitlines() if "scheduler=uniform " in ln
+    ]  # no baselines: uniform sampling does not use them
+    status, text, err = run_main([FANG, "--method", "nope", *out], capsys)
+    assert status == 2 and text == "" and err.count("\n") == 1
+    assert err.startswith(f"mtlrun-reproduce: error: --method nope is not a method of {FANG}")
+    assert "Union sampling (union)" in err
+
+
+def test_cells_left_out_by_method_are_noted_in_the_table(tmp_path):
+    paper, _ = paper_of(FANG)
+    plan = make_plan(FANG, paper, tmp_path, [], n_seeds=1)
+    done = plan.where["Uniform sampling", "sst2", 1]
+    fake_run(tmp_path / done.name, done.overrides, fang_results(0.8, 0.7, 0.6))
+    reproduce.inspect(plan)
+    assert reproduce.select_methods(plan, ["union"]) == 1  # active; uniform finished already
+    rows = [r for r in reproduce.compare(plan) if r.block.metric == "roc_auc"]
+    notes = {(r.method, r.row): (r.ours, r.note) for r in rows if r.block.split == "test"}
+    assert notes["Uniform sampling", "rte"] == (pytest.approx(80.0), "")  # still in the table
+    assert notes["Active sampling (ours, γ = 0.5)", "rte"] == (
+        None, "not run: not chosen by --method")  # fmt: skip
+
+
 def test_a_directory_holding_another_runs_overrides_stops_everything(tmp_path, capsys):
     paper, _ = paper_of(FANG)
     cell = make_plan(FANG, paper, tmp_path, [], n_seeds=1).where["Union sampling", "sst2", 1]
