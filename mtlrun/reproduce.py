@@ -396,7 +396,7 @@ def merge_overrides(*groups: list[str]) -> list[str]:
     return list(merged.values())
 
 
-def check_user_overrides(overrides: list[str]) -> None:
+def check_user_overrides(experiment: str, overrides: list[str]) -> None:
     for o in overrides:
         key, sep, _ = o.partition("=")
         if not sep:
@@ -407,7 +407,9 @@ def check_user_overrides(overrides: list[str]) -> None:
     from mtlrun.overrides import check_overrides
 
     try:
-        check_overrides(overrides)  # a misspelt key: one line with a suggestion
+        # a misspelt key: one line with a suggestion; the preset chooses the groups' options
+        # (tasks.en_de.* exists under jean2019_table1's tasks, not under the default suite)
+        check_overrides([f"experiment={experiment}", *overrides])
     except ConfigError as e:
         raise ReproduceError(str(e)) from None
 
@@ -1014,7 +1016,7 @@ def dry_run(plan: Plan, say) -> None:
 
 def reproduce(args: argparse.Namespace, console) -> int:
     overrides = list(args.overrides)
-    check_user_overrides(overrides)
+    check_user_overrides(args.experiment, overrides)
     if args.jobs < 1:
         raise ReproduceError(f"--jobs must be >= 1 (got {args.jobs})")
     paper, _ = load_paper(args.experiment, overrides)

@@ -459,9 +459,23 @@ def test_baselines_json_is_the_mean_dev_score_of_the_single_task_runs(tmp_path):
     assert json.loads(plan.baselines_file.read_text()) == {"chunking": 0.8, "ner": 0.7, "pos": 0.9}
 
 
+def test_overrides_of_the_presets_own_groups_are_accepted(capsys, tmp_path):
+    """Keys that exist only under the group option a preset chooses (jean2019's tasks are
+    wmt_multilingual, the default suite is synthetic) pass the early check."""
+    mine = ["tasks.en_fr.train_source=/data/train.en", "tasks.en_fr.train_target=/data/train.fr"]
+    status, out, err = run_main(["jean2019_table1_cpu", *mine, "--dry-run", "--out",
+                                 str(tmp_path)], capsys)  # fmt: skip
+    assert status == 0, err
+    commands = [ln for ln in out.splitlines() if ln.startswith("mtlrun ")]
+    assert len(commands) == 7 and all(" ".join(mine) in c for c in commands)
+    status, _, err = run_main(["jean2019_table1_cpu", "tasks.en_fr.train_sourse=x", "--dry-run",
+                               "--out", str(tmp_path)], capsys)  # fmt: skip
+    assert status == 2 and "tasks.en_fr.train_sourse" in err and err.count("\n") == 1
+
+
 def test_usage_mistakes_are_one_line(capsys, tmp_path):
     for args, message in [
-        (["no_such_table"], "no experiment 'no_such_table'; choose one of: "),
+        (["no_such_table"], "experiment=no_such_table: no such option (did you mean "),
         ([FANG, "seed=3"], "seed is set by mtlrun-reproduce for each run; drop seed=3"),
         ([FANG, "data_dir"], "'data_dir' is not an override"),
         (
