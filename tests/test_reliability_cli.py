@@ -127,8 +127,15 @@ def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, cache_dir):
     args = [*TINY, cache_dir, "trainer.max_steps=100000", "trainer.eval_every=50",
             f"hydra.run.dir={run}"]  # fmt: skip
     exe = Path(sys.executable).with_name("mtlrun")
+
+    # Ctrl-C's default action, as in a terminal: a shell's background job inherits SIGINT
+    # ignored, and so would this process (and run on past the test) if pytest was one
+    def default_ctrl_c() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     first = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=default_ctrl_c)  # fmt: skip
     try:
         deadline = time.time() + 120
         while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
@@ -140,7 +147,12 @@ def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, cache_dir):
         assert first.poll() is None, "the first run must not be disturbed"
     finally:
         first.send_signal(signal.SIGINT)
-        _, stderr = first.communicate(timeout=120)
+        try:
+            _, stderr = first.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            first.kill()  # never leave it training when the test fails
+            first.communicate()
+            raise
     # Ctrl-C: one line telling how to continue, status 130, and a resumable run
     assert first.returncode == 130 and stderr.strip().splitlines() == [
         f"mtlrun: error: interrupted (checkpoint at step {last_eval(run)}); continue with: "
