@@ -65,10 +65,23 @@ def select_tasks(tasks: list[Task], names: list[str] | None) -> list[Task]:
     return [by_name[n] for n in names]
 
 
+def check_task_dropout(c: Any, suite: list[str]) -> None:
+    """model.decoder.task_dropout may name any task of the suite: a preset's setting for a pair
+    that this run leaves out (a single-task baseline, a held-out task) does not apply; a name
+    that is no task of the suite is a mistake."""
+    named = getattr(getattr(c.model, "decoder", None), "task_dropout", None) or {}
+    for name in named:
+        if name not in suite:
+            raise ConfigError(f"model.decoder.task_dropout.{name}: no task {name!r} in this "
+                              f"suite; its tasks are {', '.join(suite)}")  # fmt: skip
+
+
 def run_tasks(c: Any) -> tuple[list[Task], Task | None]:
     """The tasks the run trains (its scheduler's subset, less transfer.task), and the task held
     out for transfer (None without one)."""
-    trained, held = hold_out(load_tasks(c.tasks, c.seed, c.data_dir), c.transfer.task)
+    suite = load_tasks(c.tasks, c.seed, c.data_dir)
+    check_task_dropout(c, [t.name for t in suite])
+    trained, held = hold_out(suite, c.transfer.task)
     return select_tasks(trained, scheduler_class(c.scheduler.name).task_subset(c.scheduler)), held
 
 
@@ -203,12 +216,6 @@ def check_kinds(c: Any, encoded: list[EncodedTask]) -> None:
             and not any(t.task.primary for t in encoded)):  # fmt: skip
         raise ConfigError("trainer.select_by=primary: none of these tasks is marked primary; "
                           "use trainer.select_by=mean")  # fmt: skip
-    named = getattr(getattr(c.model, "decoder", None), "task_dropout", None) or {}
-    names = [t.task.name for t in encoded]
-    for name in named:
-        if name not in names:
-            raise ConfigError(f"model.decoder.task_dropout.{name}: no task {name!r} here; the "
-                              f"tasks are {', '.join(names)}")  # fmt: skip
     if getattr(c.scheduler, "mc_samples", 0) > 0:
         for t in encoded:
             if not kind_of(t.task).mc_signals:

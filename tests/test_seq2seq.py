@@ -12,6 +12,7 @@ import sacrebleu
 import torch
 from conftest import SHARED_DATA, mtlrun, tiny_trainer
 
+from mtlrun.errors import ConfigError
 from mtlrun.kinds import KINDS
 from mtlrun.kinds.seq2seq import SIGNAL_TOP
 from mtlrun.models.multitask import Output
@@ -203,6 +204,25 @@ def test_two_language_pairs_share_one_decoder_end_to_end(tmp_path):
     assert all(t["metric"] == "bleu" for t in results["tasks"].values())
     log = (run / "mtlrun.log").read_text()
     assert "2 tasks (en_de, en_fr)" in log
+
+
+def test_task_dropout_may_name_a_pair_the_run_leaves_out(tmp_path):
+    """A preset's per-pair dropout (jean2019_table1 sets both pairs') must not stop the
+    single-task baseline of one pair; a name that is no task of the suite still does."""
+    english = ["dog", "cat", "runs", "sleeps"]
+    keys = word_translation(tmp_path, "en_de", {w: w.upper() for w in english}, 20)
+    keys += word_translation(tmp_path, "en_fr", {w: w[::-1] for w in english}, 20)
+    base = ["tasks=wmt_multilingual", f"data_dir={tmp_path}", *keys, "model.vocab.subwords=40",
+            *TINY_MODEL, f"cache_dir={tmp_path / 'cache'}",
+            "+model.decoder.task_dropout.en_de=0.25",
+            "+model.decoder.task_dropout.en_fr=0.1"]  # fmt: skip
+    trainer = tiny_trainer(tmp_path / "de", "scheduler=single", "scheduler.task=en_de", base=base)
+    assert trainer.names == ["en_de"]
+    assert [m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)
+            and m.p == 0.25]  # fmt: skip
+    with pytest.raises(ConfigError, match="model.decoder.task_dropout.en_es: no task 'en_es' in "
+                                          "this suite; its tasks are en_de, en_fr"):  # fmt: skip
+        tiny_trainer(tmp_path / "es", "+model.decoder.task_dropout.en_es=0.1", base=base)
 
 
 @pytest.mark.slow
