@@ -559,22 +559,22 @@ def select_methods(plan: Plan, chosen: list[str]) -> int:
     finished already; a method is chosen by its name in the table or by its scheduler. The
     number left out."""
     methods = plan.paper.methods
-    unknown = [x for x in chosen if x not in methods
-               and not any(m.scheduler == x for m in methods.values())]  # fmt: skip
+    picked = {n for n, m in methods.items() if n in chosen or m.scheduler in chosen}
+    known = picked | {methods[n].scheduler for n in picked}
+    unknown = [x for x in chosen if x not in known]
     if unknown:
         choices = ", ".join(f"{n} ({m.scheduler})" if m.scheduler else n
                             for n, m in methods.items())  # fmt: skip
         raise ReproduceError(f"--method {unknown[0]} is not a method of {plan.experiment}; "
                              f"choose one of: {choices}")  # fmt: skip
-    wanted: list[Cell] = []
-    for (mname, _, _), c in plan.where.items():
-        if mname in chosen or methods[mname].scheduler in chosen:
-            wanted += [c, *c.depends]
+    wanted = [d for (mname, _, _), c in plan.where.items() if mname in picked
+              for d in (c, *c.depends)]  # fmt: skip
     if any(c.needs_baselines for c in wanted):
         wanted += [c for c in plan.cells if c.phase == "baseline"]
+    keep = {id(c) for c in wanted}  # cells are unhashable dataclasses
     left_out = 0
     for c in plan.cells:
-        if c.state in ("new", "resume") and all(c is not w for w in wanted):
+        if c.state in ("new", "resume") and id(c) not in keep:
             c.state, c.problem = "skipped", "not run: not chosen by --method"
             left_out += 1
     return left_out

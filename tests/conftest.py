@@ -141,59 +141,55 @@ def mtlrun(args: list[str], cwd: Path, check: bool = True, process: bool = False
         exe = Path(sys.executable).with_name("mtlrun")
         proc = subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True)
     else:
-        from mtlrun.cli import main
-
-        proc = _in_process(main, "mtlrun", args, cwd)
+        proc = _in_process(args, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"mtlrun {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def _in_process(main, name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """`name *args` as `main()` in this process; what a run changes for the process (working
-    directory, argv, logging, signal handlers, torch threads, Hydra's singletons) is put back."""
+def _in_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`mtlrun *args` as `mtlrun.cli.main()` in this process; what a run changes for the
+    process (working directory, argv, environment, logging, signal handlers, torch threads,
+    Hydra's singletons) is put back."""
     import signal
 
     import torch
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM,
-                                                      signal.SIGUSR1, signal.SIGUSR2)}  # fmt: skip
-    root = logging.getLogger()
-    saved_logging = (list(root.handlers), root.level, logging.getLogger("mtlrun").level)
-    saved = (os.getcwd(), sys.argv, os.environ.get("HYDRA_FULL_ERROR"), torch.get_num_threads())
+    from mtlrun.cli import main
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    handlers = {s: signal.getsignal(s) for s in signals}
+    root, ours = logging.getLogger(), logging.getLogger("mtlrun")
+    root_handlers, root_level, our_level = list(root.handlers), root.level, ours.level
+    threads = torch.get_num_threads()
     out, err, status = io.StringIO(), io.StringIO(), 0
     GlobalHydra.instance().clear()
-    os.chdir(cwd)
-    sys.argv = [name, *args]
-    os.environ["HYDRA_FULL_ERROR"] = "0"
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with (pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out),
+              contextlib.redirect_stderr(err)):  # fmt: skip
+            mp.chdir(cwd)
+            mp.setattr(sys, "argv", ["mtlrun", *args])
+            mp.setenv("HYDRA_FULL_ERROR", "0")
             main()
     except SystemExit as e:  # what the interpreter would make of it
         if isinstance(e.code, str):
             err.write(e.code + "\n")
         status = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
-        os.chdir(saved[0])
-        sys.argv = saved[1]
-        if saved[2] is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = saved[2]
-        torch.set_num_threads(saved[3])
+        torch.set_num_threads(threads)
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None
         for h in root.handlers:
-            if h not in saved_logging[0]:
+            if h not in root_handlers:
                 h.close()  # the run's mtlrun.log
-        root.handlers[:] = saved_logging[0]
-        root.setLevel(saved_logging[1])
-        logging.getLogger("mtlrun").setLevel(saved_logging[2])
-        for s, handler in saved_signals.items():
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
+        ours.setLevel(our_level)
+        for s, handler in handlers.items():
             signal.signal(s, handler)
-    return subprocess.CompletedProcess([name, *args], status, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(["mtlrun", *args], status, out.getvalue(), err.getvalue())
 
 
 def kill_when(args: list[str], cwd: Path, run_dir: Path, marker: Path) -> None:

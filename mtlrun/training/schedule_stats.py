@@ -128,14 +128,13 @@ def check_uniform(
     {"decisions", "p_value", "share_min", "share_max", "uniform"}. The test counts decisions
     (counts / decision_interval: one decision trains its task for decision_interval steps),
     since those are the independent draws."""
-    K, decisions = len(counts), step // max(1, int(decision_interval))
+    K, interval = len(counts), max(1, int(decision_interval))
+    decisions = step // interval
     if K < 2 or decisions < min_decisions or not sum(counts):
         return None
     from scipy import stats  # here: importing scipy.stats costs every run half a second
 
-    p_value = float(
-        stats.chisquare(np.asarray(counts, float) / max(1, int(decision_interval))).pvalue
-    )
+    p_value = float(stats.chisquare(np.asarray(counts, float) / interval).pvalue)
     if p_value < UNIFORM_P:
         return None
     p = shares(counts)
